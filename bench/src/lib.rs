@@ -1,0 +1,1 @@
+//! shardcore-bench (placeholder)

@@ -1,0 +1,1 @@
+//! shardcore-protocol (placeholder)

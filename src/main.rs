@@ -1,0 +1,2 @@
+//! The `shardcore` binary.
+fn main() {}

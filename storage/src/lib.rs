@@ -1,0 +1,1 @@
+//! shardcore-storage (placeholder)
