@@ -92,7 +92,8 @@ impl RaftLog {
 
     /// Raft §5.4.1: a candidate's log is at least as up-to-date as ours.
     pub fn is_up_to_date(&self, last_index: Index, last_term: Term) -> bool {
-        last_term > self.last_term() || (last_term == self.last_term() && last_index >= self.last_index())
+        last_term > self.last_term()
+            || (last_term == self.last_term() && last_index >= self.last_index())
     }
 
     /// True when the log holds `index` with `term`.
@@ -102,8 +103,15 @@ impl RaftLog {
 
     /// Appends entries created by this node as leader.
     pub fn append_new(&mut self, entry: Entry) {
-        assert_eq!(entry.index, self.last_index() + 1, "leader append must be contiguous");
-        assert!(entry.term >= self.last_term(), "leader append must not go back in term");
+        assert_eq!(
+            entry.index,
+            self.last_index() + 1,
+            "leader append must be contiguous"
+        );
+        assert!(
+            entry.term >= self.last_term(),
+            "leader append must not go back in term"
+        );
         self.entries.push_back(entry);
     }
 
@@ -148,7 +156,8 @@ impl RaftLog {
     /// Drops every entry at or after `index`; what was handed out or durable there no longer is.
     fn truncate_from(&mut self, index: Index) {
         assert!(index > self.snapshot.index);
-        self.entries.truncate((index - self.snapshot.index - 1) as usize);
+        self.entries
+            .truncate((index - self.snapshot.index - 1) as usize);
         self.unstable_from = self.unstable_from.min(index);
         self.stable = self.stable.min(index - 1);
     }
@@ -156,7 +165,9 @@ impl RaftLog {
     /// The entries not yet handed out for persisting; marks them handed out.
     pub fn take_unstable(&mut self) -> Vec<Entry> {
         let from = self.unstable_from.max(self.first_index());
-        let out: Vec<Entry> = (from..=self.last_index()).filter_map(|i| self.entry(i).cloned()).collect();
+        let out: Vec<Entry> = (from..=self.last_index())
+            .filter_map(|i| self.entry(i).cloned())
+            .collect();
         self.unstable_from = self.last_index() + 1;
         out
     }
@@ -238,7 +249,10 @@ impl RaftLog {
     /// Replaces the whole log with a snapshot received from the leader (Raft §7: the log does not
     /// contain the snapshot's last entry, so everything held is discarded).
     pub fn restore_snapshot(&mut self, meta: SnapshotMeta) {
-        assert!(meta.index > self.committed, "snapshot must move commit forward");
+        assert!(
+            meta.index > self.committed,
+            "snapshot must move commit forward"
+        );
         self.entries.clear();
         self.snapshot = meta;
         self.committed = meta.index;
@@ -255,11 +269,20 @@ mod tests {
     use bytes::Bytes;
 
     fn entry(index: Index, term: Term) -> Entry {
-        Entry { index, term, kind: EntryKind::Normal, data: Bytes::new() }
+        Entry {
+            index,
+            term,
+            kind: EntryKind::Normal,
+            data: Bytes::new(),
+        }
     }
 
     fn log_of(terms: &[Term]) -> RaftLog {
-        let entries = terms.iter().enumerate().map(|(i, &t)| entry(i as Index + 1, t)).collect();
+        let entries = terms
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| entry(i as Index + 1, t))
+            .collect();
         RaftLog::restored(SnapshotMeta::default(), entries, 0)
     }
 

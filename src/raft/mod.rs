@@ -6,7 +6,7 @@
 //! - [`config`]: one member's settings and their bounds.
 //! - [`log`]: the in-memory log with its handed-out, durable, committed and applied positions.
 //! - `progress`: the leader's view of each follower (probe, pipelined replicate, snapshot).
-//! - `raft`: the state machine itself: roles, elections, replication, reads, transfer.
+//! - `machine`: the Raft state machine itself: roles, elections, replication, reads, transfer.
 //! - [`node`]: [`RawNode`], the whole interface: inputs in, a [`Ready`] out, `advance`.
 //! - `rng`: the seeded random stream (no unseeded randomness anywhere in the core).
 //!
@@ -15,10 +15,14 @@
 
 pub mod config;
 pub mod log;
+mod machine;
 pub mod node;
-mod raft;
+mod progress;
 pub mod types;
 
 pub use config::Config;
 pub use node::{RawNode, Ready, Restore};
 pub use types::*;
+
+#[cfg(test)]
+mod tests;

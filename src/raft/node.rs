@@ -53,7 +53,7 @@
 use bytes::Bytes;
 
 use super::config::Config;
-use super::raft::Raft;
+use super::machine::Raft;
 use super::types::*;
 
 /// The durable state a node restarts from: what the caller had persisted.
@@ -113,7 +113,12 @@ impl RawNode {
         let raft = Raft::new(config, restore)?;
         let prev_soft = raft.soft_state();
         let prev_hard = raft.hard_state();
-        Ok(RawNode { raft, prev_soft, prev_hard, pending: None })
+        Ok(RawNode {
+            raft,
+            prev_soft,
+            prev_hard,
+            pending: None,
+        })
     }
 
     /// Advances logical time by one tick: elections, heartbeats, check-quorum, retransmission.

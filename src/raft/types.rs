@@ -239,10 +239,22 @@ impl MessageBody {
     /// A short name for logs and counters.
     pub fn name(&self) -> &'static str {
         match self {
-            MessageBody::Vote { kind: VoteKind::Pre, .. } => "PreVote",
-            MessageBody::Vote { kind: VoteKind::Real, .. } => "Vote",
-            MessageBody::VoteResponse { kind: VoteKind::Pre, .. } => "PreVoteResponse",
-            MessageBody::VoteResponse { kind: VoteKind::Real, .. } => "VoteResponse",
+            MessageBody::Vote {
+                kind: VoteKind::Pre,
+                ..
+            } => "PreVote",
+            MessageBody::Vote {
+                kind: VoteKind::Real,
+                ..
+            } => "Vote",
+            MessageBody::VoteResponse {
+                kind: VoteKind::Pre,
+                ..
+            } => "PreVoteResponse",
+            MessageBody::VoteResponse {
+                kind: VoteKind::Real,
+                ..
+            } => "VoteResponse",
             MessageBody::Append { .. } => "Append",
             MessageBody::AppendResponse(_) => "AppendResponse",
             MessageBody::Heartbeat { .. } => "Heartbeat",
@@ -321,6 +333,8 @@ pub enum ProposeError {
     TransferInProgress,
     /// The batch is empty or one command exceeds `max_entry_bytes`.
     TooLarge,
+    /// The named node is not a voter of this group (leadership transfer).
+    UnknownNode,
 }
 
 /// Why a ReadIndex request was refused.
