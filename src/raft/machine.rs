@@ -379,30 +379,21 @@ impl Raft {
 
     // ----- sending -----
 
-    /// Queues a message. A leader's replication traffic and pre-vote traffic (which promises
-    /// nothing) go out at once; everything else waits until the Ready's writes are durable,
-    /// because it may promise what they record (a vote, an acknowledged entry, a term).
+    /// Queues a message. Only messages that promise something this Ready writes wait until the
+    /// write is durable: a granted vote (Raft §5.2: at most one vote per term, even across a
+    /// crash), a candidate's vote request (it votes for itself), an accepted Append or a finished
+    /// snapshot (the leader counts them toward commitment). Everything else (the leader's
+    /// replication traffic, thesis §10.2.1; pre-votes; refusals; heartbeat answers; forwarded
+    /// reads) goes out at once and does not queue behind other groups' writes.
     fn send(&mut self, to: NodeId, term: Term, body: MessageBody) {
-        let leader_traffic = self.role == Role::Leader
-            && matches!(
-                body,
-                MessageBody::Append { .. }
-                    | MessageBody::Heartbeat { .. }
-                    | MessageBody::SnapshotChunk { .. }
-                    | MessageBody::TimeoutNow
-                    | MessageBody::ReadIndexResponse { .. }
-            );
-        let pre_vote = matches!(
-            body,
-            MessageBody::Vote {
-                kind: VoteKind::Pre,
-                ..
-            } | MessageBody::VoteResponse {
-                kind: VoteKind::Pre,
-                ..
-            }
-        );
-        let immediate = leader_traffic || pre_vote;
+        let promises_durable_state = match &body {
+            MessageBody::Vote { kind, .. } => *kind == VoteKind::Real,
+            MessageBody::VoteResponse { kind, granted } => *kind == VoteKind::Real && *granted,
+            MessageBody::AppendResponse(AppendResponse::Accepted { .. }) => true,
+            MessageBody::SnapshotResponse { done, .. } => *done,
+            _ => false,
+        };
+        let immediate = !promises_durable_state;
         let message = Message {
             group: self.cfg.group,
             from: self.cfg.id,
