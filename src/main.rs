@@ -1,2 +1,257 @@
-//! The `shardcore` binary.
-fn main() {}
+//! The `shardcore` binary. For now one subcommand: `shardcore sim` runs a simulated cluster from
+//! one seed under a steady proposal load (and, with `--faults`, random partitions, disconnects,
+//! crashes and restarts), prints its trace and a summary, and exits non-zero with `SEED=<n>`
+//! when a safety invariant or the final liveness check fails. The same seed prints the same
+//! run, line for line.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use bytes::Bytes;
+use clap::{Args, Parser, Subcommand};
+use shardcore::raft::{GroupId, Index, Role};
+use shardcore::sim::{
+    Chaos, ChaosConfig, ChaosCounts, Cluster, SimConfig, TraceEvent, TraceKind, TraceMode,
+};
+
+/// Commits closer together than this print as one line, so the trace stays readable.
+const COMMIT_COALESCE_US: u64 = 100_000;
+/// Mean time between fault actions with `--faults`.
+const FAULT_INTERVAL_MS: u64 = 500;
+/// Mean time between client proposals, per group.
+const PROPOSAL_INTERVAL_MS: u64 = 10;
+/// After the run, how long the healed cluster has to agree (the lab's bound for one command).
+const CONVERGE_TIMEOUT_MS: u64 = 10_000;
+
+#[derive(Parser)]
+#[command(
+    name = "shardcore",
+    version,
+    about = "A thread-per-core replicated sharded KV server"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the deterministic cluster simulator from one seed.
+    Sim(SimArgs),
+}
+
+#[derive(Args)]
+struct SimArgs {
+    /// The seed; the same seed replays the same run.
+    #[arg(long)]
+    seed: u64,
+    /// Nodes in the cluster.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=15))]
+    nodes: u64,
+    /// Raft groups; every node is a voter of every group.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    groups: u64,
+    /// Virtual seconds of load (and faults).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    seconds: u64,
+    /// Use the lab's unreliable network (delays up to 26 ms, 10% loss).
+    #[arg(long)]
+    unreliable: bool,
+    /// Inject random partitions, disconnects, crashes, restarts and reliability switches.
+    #[arg(long)]
+    faults: bool,
+    /// Snapshot (and compact) every this many applied entries.
+    #[arg(long)]
+    snapshot_every: Option<u64>,
+    /// Also print every message sent (very verbose).
+    #[arg(long)]
+    messages: bool,
+}
+
+/// Prints one line to stdout. When stdout is gone (say, piped into `head`), stops quietly, as
+/// command-line tools do, instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        if writeln!(std::io::stdout().lock(), $($arg)*).is_err() {
+            std::process::exit(0);
+        }
+    };
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Sim(args) => sim(&args),
+    }
+}
+
+fn sim(args: &SimArgs) -> ExitCode {
+    say!("SEED={}", args.seed);
+    let wall = Instant::now();
+    let outcome = catch_unwind(AssertUnwindSafe(|| run(args)));
+    let wall_s = wall.elapsed().as_secs_f64();
+    match outcome {
+        Ok(summary) => {
+            summary.print(wall_s);
+            ExitCode::SUCCESS
+        }
+        Err(_) => {
+            // The panic message (printed above by the panic hook) says what and where.
+            eprintln!("FAILED SEED={}", args.seed);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+struct Summary {
+    nodes: u64,
+    groups: u64,
+    elections: u64,
+    committed: Index,
+    messages: u64,
+    bytes: u64,
+    delivered: u64,
+    dropped: u64,
+    disk_writes: u64,
+    events: u64,
+    simulated_s: f64,
+    chaos: ChaosCounts,
+}
+
+impl Summary {
+    fn print(&self, wall_s: f64) {
+        say!("---- summary");
+        say!("nodes {} groups {}", self.nodes, self.groups);
+        say!("elections won       {}", self.elections);
+        say!("entries committed   {}", self.committed);
+        let c = &self.chaos;
+        say!(
+            "proposals           {} made, {} accepted, {} seen committed, {} lost to leader changes",
+            c.proposed, c.accepted, c.acknowledged, c.lost
+        );
+        say!(
+            "reads               {} asked, {} answered (all linearizable)",
+            c.reads_asked,
+            c.reads_answered
+        );
+        say!("fault actions       {}", c.faults);
+        say!(
+            "messages sent       {} ({} bytes)",
+            self.messages,
+            self.bytes
+        );
+        say!(
+            "messages delivered  {} (dropped {})",
+            self.delivered,
+            self.dropped
+        );
+        say!("disk writes         {}", self.disk_writes);
+        say!("events              {}", self.events);
+        say!("simulated seconds   {:.3}", self.simulated_s);
+        say!("wall seconds        {wall_s:.3}");
+        say!(
+            "simulated s per wall s {:.1}",
+            self.simulated_s / wall_s.max(1e-9)
+        );
+    }
+}
+
+fn run(args: &SimArgs) -> Summary {
+    let mut cfg = SimConfig::new(args.seed, args.nodes as usize);
+    cfg.groups = args.groups as usize;
+    cfg.unreliable = args.unreliable;
+    cfg.snapshot_every = args.snapshot_every;
+    cfg.trace = TraceMode::Full;
+    cfg.trace_messages = args.messages;
+    let chaos_cfg = ChaosConfig {
+        proposal_interval_ms: PROPOSAL_INTERVAL_MS,
+        fault_interval_ms: if args.faults { FAULT_INTERVAL_MS } else { 0 },
+        ..ChaosConfig::default()
+    };
+    say!("{cfg:?}");
+    say!("{chaos_cfg:?}");
+    let mut cluster = Cluster::new(cfg);
+    let mut chaos = Chaos::new(args.seed, chaos_cfg);
+    let mut printer = TracePrinter::default();
+    for _ in 0..args.seconds * 1000 / shardcore::sim::chaos::CHAOS_STEP_MS {
+        chaos.step(&mut cluster);
+        printer.print(cluster.take_trace());
+    }
+    chaos.heal(&mut cluster);
+    for group in 1..=args.groups as GroupId {
+        let command = Bytes::from(format!("final g{group}"));
+        cluster.one(group, command, args.nodes as usize, true);
+        cluster.check_agreement(group, CONVERGE_TIMEOUT_MS);
+    }
+    chaos.check_acknowledged(&cluster);
+    printer.print(cluster.take_trace());
+    printer.flush();
+    let stats = cluster.stats();
+    Summary {
+        nodes: args.nodes,
+        groups: args.groups,
+        elections: printer.elections,
+        committed: (1..=args.groups).map(|g| cluster.max_committed(g)).sum(),
+        messages: stats.total_messages(),
+        bytes: stats.total_bytes(),
+        delivered: stats.delivered,
+        dropped: stats.dropped,
+        disk_writes: stats.disk_writes,
+        events: stats.events,
+        simulated_s: cluster.now_us() as f64 / 1e6,
+        chaos: chaos.counts(),
+    }
+}
+
+/// Prints trace events, folding the commits of each 100 ms bucket into one line per group.
+#[derive(Default)]
+struct TracePrinter {
+    /// Start of the open bucket of commits.
+    bucket_start_us: u64,
+    /// group → (first index, last index) committed in the open bucket.
+    commits: BTreeMap<GroupId, (Index, Index)>,
+    elections: u64,
+}
+
+impl TracePrinter {
+    fn print(&mut self, events: Vec<TraceEvent>) {
+        for event in events {
+            if event.at_us >= self.bucket_start_us + COMMIT_COALESCE_US {
+                self.flush();
+            }
+            match event.kind {
+                TraceKind::Commit { group, index, .. } => {
+                    if self.commits.is_empty() {
+                        self.bucket_start_us = event.at_us;
+                    }
+                    self.commits.entry(group).or_insert((index, index)).1 = index;
+                }
+                _ => {
+                    if let TraceKind::Role {
+                        role: Role::Leader, ..
+                    } = event.kind
+                    {
+                        self.elections += 1;
+                    }
+                    // Keep the output in time order: commits so far go out first.
+                    self.flush();
+                    say!("{event}");
+                }
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        let at_s = self.bucket_start_us as f64 / 1e6;
+        for (group, (first, last)) in std::mem::take(&mut self.commits) {
+            if first == last {
+                say!("[{at_s:>8.3}s] g{group} commit {last}");
+            } else {
+                say!("[{at_s:>8.3}s] g{group} commit {first}..={last}");
+            }
+        }
+    }
+}

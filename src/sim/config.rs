@@ -1,0 +1,138 @@
+//! What a simulated cluster is made of: node and group counts, the Raft tuning every member gets,
+//! the application's snapshot policy, the network's and the disk's fault settings, and tracing.
+
+use crate::raft::{Config, GroupId, NodeId};
+
+/// Raft settings the simulator gives every member: [`Config`] without the identity and the seed.
+/// Tests change fields of [`SimConfig::raft`] to override them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RaftTuning {
+    /// See [`Config::election_timeout_ticks`].
+    pub election_timeout_ticks: u32,
+    /// See [`Config::heartbeat_interval_ticks`].
+    pub heartbeat_interval_ticks: u32,
+    /// See [`Config::pre_vote`].
+    pub pre_vote: bool,
+    /// See [`Config::check_quorum`].
+    pub check_quorum: bool,
+    /// See [`Config::max_message_bytes`].
+    pub max_message_bytes: usize,
+    /// See [`Config::max_inflight_messages`].
+    pub max_inflight_messages: usize,
+    /// See [`Config::snapshot_chunk_bytes`].
+    pub snapshot_chunk_bytes: usize,
+    /// See [`Config::max_entry_bytes`].
+    pub max_entry_bytes: usize,
+    /// See [`Config::max_apply_bytes`].
+    pub max_apply_bytes: usize,
+}
+
+impl Default for RaftTuning {
+    /// The simulator's defaults: with 10 ms ticks, heartbeats every 100 ms and elections after
+    /// 300-600 ms, so scenarios finish in few virtual seconds; 64 KiB batches and 1 KiB snapshot
+    /// chunks, small enough that batching and chunking happen in ordinary tests. The rest follows
+    /// [`Config::new`].
+    fn default() -> RaftTuning {
+        let base = Config::new(1, 1, vec![1], 0);
+        RaftTuning {
+            election_timeout_ticks: 30,
+            heartbeat_interval_ticks: 10,
+            pre_vote: base.pre_vote,
+            check_quorum: base.check_quorum,
+            max_message_bytes: 64 << 10,
+            max_inflight_messages: base.max_inflight_messages,
+            snapshot_chunk_bytes: 1 << 10,
+            max_entry_bytes: base.max_entry_bytes,
+            max_apply_bytes: 64 << 10,
+        }
+    }
+}
+
+impl RaftTuning {
+    /// The full member config for `id` in `group`.
+    pub fn config(&self, id: NodeId, group: GroupId, voters: Vec<NodeId>, seed: u64) -> Config {
+        let mut config = Config::new(id, group, voters, seed);
+        config.election_timeout_ticks = self.election_timeout_ticks;
+        config.heartbeat_interval_ticks = self.heartbeat_interval_ticks;
+        config.pre_vote = self.pre_vote;
+        config.check_quorum = self.check_quorum;
+        config.max_message_bytes = self.max_message_bytes;
+        config.max_inflight_messages = self.max_inflight_messages;
+        config.snapshot_chunk_bytes = self.snapshot_chunk_bytes;
+        config.max_entry_bytes = self.max_entry_bytes;
+        config.max_apply_bytes = self.max_apply_bytes;
+        config
+    }
+}
+
+/// How much of the trace a cluster keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TraceMode {
+    /// Keep the last `n` events only; failures print them. Cheap enough to leave on in tests.
+    Tail(usize),
+    /// Keep every event (the CLI prints them all).
+    Full,
+}
+
+/// Everything a simulated cluster is built from. Every random choice derives from `seed`.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// The one seed that reproduces the run.
+    pub seed: u64,
+    /// Node count; ids are `1..=nodes`.
+    pub nodes: usize,
+    /// Group count; ids are `1..=groups`. Every node is a voter of every group.
+    pub groups: usize,
+    /// Raft settings for every member.
+    pub raft: RaftTuning,
+    /// Take an application snapshot (and compact the log) whenever the applied index has moved
+    /// this far past the last snapshot. `None`: never.
+    pub snapshot_every: Option<u64>,
+    /// Extra bytes appended to every snapshot, so that tests can make snapshots span many chunks.
+    pub snapshot_padding_bytes: usize,
+    /// Start with the lab's unreliable network (delays up to 26 ms, 10% loss).
+    pub unreliable: bool,
+    /// Start with long reordering of responses (200-2200 ms extra for about two thirds).
+    pub long_reordering: bool,
+    /// Virtual time between two ticks of a node.
+    pub tick_us: u64,
+    /// Shortest latency of one disk write.
+    pub disk_latency_min_us: u64,
+    /// Longest latency of one disk write.
+    pub disk_latency_max_us: u64,
+    /// How much trace to keep.
+    pub trace: TraceMode,
+    /// Also trace every message sent (verbose; for debugging a seed).
+    pub trace_messages: bool,
+}
+
+impl SimConfig {
+    /// A cluster of `nodes` nodes and one group on a reliable network, with the sim defaults.
+    pub fn new(seed: u64, nodes: usize) -> SimConfig {
+        SimConfig {
+            seed,
+            nodes,
+            groups: 1,
+            raft: RaftTuning::default(),
+            snapshot_every: None,
+            snapshot_padding_bytes: 0,
+            unreliable: false,
+            long_reordering: false,
+            tick_us: 10_000,
+            disk_latency_min_us: 100,
+            disk_latency_max_us: 2_000,
+            trace: TraceMode::Tail(64),
+            trace_messages: false,
+        }
+    }
+
+    /// The node ids, `1..=nodes`.
+    pub fn node_ids(&self) -> impl Iterator<Item = NodeId> {
+        1..=self.nodes as NodeId
+    }
+
+    /// The group ids, `1..=groups`.
+    pub fn group_ids(&self) -> impl Iterator<Item = GroupId> {
+        1..=self.groups as GroupId
+    }
+}
