@@ -1266,7 +1266,7 @@ fn snapshot_chunking_large_snapshot() {
 // ---------------------------------------------------------------- swarm
 
 /// Seeds the swarm runs by default: each is a different random mix of faults.
-const SWARM_SEEDS: u64 = 500;
+const SWARM_SEEDS: u64 = 2000;
 
 /// Swarm testing (TigerBeetle VOPR, FoundationDB's composed workloads): each seed draws its own
 /// mix (3 or 5 nodes, 1 to 3 groups, unreliable or not, long reordering or not, pre-vote and

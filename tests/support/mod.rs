@@ -5,6 +5,8 @@
 //! - `SEED=<n>` in the environment runs exactly that seed; `SEEDS=<k>` runs seeds `1..=k`;
 //!   otherwise a test runs its default count.
 //! - A failing seed prints `FAILED SEED=<n> test=<name>` and the panic goes on unchanged.
+//! - `KEEP_GOING=1` runs every seed even after failures, then fails listing all failing seeds
+//!   (for triage sweeps such as `KEEP_GOING=1 SEEDS=5000`).
 //! - `TRACE=1` makes [`sim_config`] keep the whole trace, every message included; a failure
 //!   then prints all of it (otherwise only the last lines).
 
@@ -18,7 +20,7 @@ use shardcore::rng::Rng;
 use shardcore::sim::{SimConfig, TraceMode};
 
 /// Seeds per scenario when neither `SEED` nor `SEEDS` is set.
-pub const DEFAULT_SEEDS: u64 = 20;
+pub const DEFAULT_SEEDS: u64 = 100;
 
 fn env_u64(name: &str) -> Option<u64> {
     let value = std::env::var(name).ok()?;
@@ -39,14 +41,24 @@ pub fn seeds(default_count: u64) -> Vec<u64> {
 
 /// Runs `body` once per seed (see the module docs).
 pub fn run_seeds(name: &str, default_count: u64, body: impl Fn(u64)) {
+    let keep_going = std::env::var_os("KEEP_GOING").is_some();
+    let mut failed = Vec::new();
     for seed in seeds(default_count) {
         println!("SEED={seed}");
         if let Err(panic) = catch_unwind(AssertUnwindSafe(|| body(seed))) {
             println!("FAILED SEED={seed} test={name}");
             eprintln!("FAILED SEED={seed} test={name}");
-            resume_unwind(panic);
+            if !keep_going {
+                resume_unwind(panic);
+            }
+            failed.push(seed);
         }
     }
+    assert!(
+        failed.is_empty(),
+        "{name}: {} failing seeds: {failed:?}",
+        failed.len()
+    );
 }
 
 /// The simulator's defaults for `nodes` nodes, with the whole trace kept when `TRACE` is set.
