@@ -433,7 +433,9 @@ fn count() {
             "too many or few messages ({total1}) to elect initial leader"
         );
 
+        let election = total1;
         let mut total2 = 0;
+        let mut entries = 0;
         let mut success = false;
         'attempt: for attempt in 0..5 {
             if attempt > 0 {
@@ -464,6 +466,7 @@ fn count() {
             total2 = c.stats().messages(G);
             let used = total2 - total1;
             assert!(used <= 42, "too many messages ({used}) for 12 entries");
+            entries = used;
             success = true;
             break;
         }
@@ -475,6 +478,7 @@ fn count() {
             idle <= 60,
             "too many messages ({idle}) for 1 second of idleness"
         );
+        println!("count: election {election} messages, 12 entries {entries}, 1 s idle {idle}");
     });
 }
 
