@@ -1,8 +1,12 @@
-//! The `shardcore` binary. For now one subcommand: `shardcore sim` runs a simulated cluster from
+//! The `shardcore` binary. For now two subcommands: `shardcore sim` runs a simulated cluster from
 //! one seed under a steady proposal load (and, with `--faults`, random partitions, disconnects,
 //! crashes and restarts), prints its trace and a summary, and exits non-zero with `SEED=<n>`
 //! when a safety invariant or the final liveness check fails. The same seed prints the same
 //! run, line for line.
+//!
+//! `shardcore check-history FILE [--max-steps N]` checks a history file (JSON lines, see
+//! `shardcore::history`) for linearizability and exits 0 if it is linearizable, 1 if it is not,
+//! 2 if it is undecided within the step budget or the file cannot be read.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -41,6 +45,18 @@ struct Cli {
 enum Command {
     /// Run the deterministic cluster simulator from one seed.
     Sim(SimArgs),
+    /// Check a history file (one JSON operation per line) for linearizability: exit 0 if it is
+    /// linearizable, 1 if not, 2 if undecided or the file is bad.
+    CheckHistory(CheckHistoryArgs),
+}
+
+#[derive(Args)]
+struct CheckHistoryArgs {
+    /// The history: one completed operation per line, as `shardcore::history` documents.
+    file: std::path::PathBuf,
+    /// Search steps allowed per key before the verdict is "undecided" (which fails).
+    #[arg(long, default_value_t = shardcore::linearizability::DEFAULT_MAX_STEPS)]
+    max_steps: u64,
 }
 
 #[derive(Args)]
@@ -85,6 +101,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Sim(args) => sim(&args),
+        Command::CheckHistory(args) => check_history(&args),
     }
 }
 
@@ -253,5 +270,44 @@ impl TracePrinter {
                 say!("[{at_s:>8.3}s] g{group} commit {first}..={last}");
             }
         }
+    }
+}
+
+/// `shardcore check-history`: reads the file, prints a summary and the verdict (for a violation,
+/// the key and the operations involved), and exits 0 (linearizable), 1 (not) or 2 (undecided,
+/// or a bad file).
+fn check_history(args: &CheckHistoryArgs) -> ExitCode {
+    use shardcore::linearizability::{check_history_with, CheckOptions, Verdict};
+    let history = match shardcore::history::read_file(&args.file) {
+        Ok(history) => history,
+        Err(error) if error.line().is_some() => {
+            eprintln!("shardcore check-history: {}: {error}", args.file.display());
+            return ExitCode::from(2);
+        }
+        Err(error) => {
+            eprintln!("shardcore check-history: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let clients: std::collections::BTreeSet<u64> = history.iter().map(|op| op.client).collect();
+    let keys: std::collections::BTreeSet<&Bytes> = history.iter().map(|op| &op.key).collect();
+    say!("history   {}", args.file.display());
+    say!(
+        "{} operations, {} clients, {} keys",
+        history.len(),
+        clients.len(),
+        keys.len()
+    );
+    let wall = Instant::now();
+    let options = CheckOptions {
+        max_steps: args.max_steps,
+    };
+    let report = check_history_with(&history, &options);
+    say!("{report}");
+    say!("checked in {:.3} s", wall.elapsed().as_secs_f64());
+    match report.verdict {
+        Verdict::Linearizable => ExitCode::SUCCESS,
+        Verdict::NotLinearizable(_) => ExitCode::from(1),
+        Verdict::Undecided(_) => ExitCode::from(2),
     }
 }

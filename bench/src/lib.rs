@@ -9,12 +9,13 @@
 //! - [`cli`]: the command line (workload, loop mode, rate, duration, concurrency, key space,
 //!   key and value sizes, history file, seed), its bounds, and the operation mix of each workload.
 //! - [`history`]: one JSON line per operation (client, op, key, value, expected, output, ok,
-//!   call and return times in nanoseconds), written by hand in a fixed field order.
+//!   call and return times in nanoseconds): a re-export of [`shardcore::history`], whose
+//!   reader the linearizability checker uses.
 //! - the binary (`src/main.rs`): parses and checks the command line.
 //!
 //! # What exists and what comes
-//! Built now: the command line and its checks, the workloads' operation mixes, and the history
-//! record with its serializer.
+//! Built now: the command line and its checks, the workloads' operation mixes, and (from
+//! `shardcore`) the history record with its writer, reader and checker.
 //!
 //! Not built yet (arrives with the server and the client library):
 //! - the closed loop: each of `--concurrency` clients sends its next operation when the previous
