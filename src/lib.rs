@@ -1,6 +1,12 @@
 //! shardcore: a thread-per-core, replicated, sharded key/value server with a MapReduce engine.
 //!
 //! # Layout
+//! - [`history`]: operation histories as JSON lines (one completed client operation per line),
+//!   their reader and writer.
+//! - [`kv`]: the fault-tolerant key/value service on Raft: the state machine with exactly-once
+//!   sessions, one replica's request handling, and the client's retry logic (all sans-I/O).
+//! - [`linearizability`]: the linearizability checker (Wing & Gong / Lowe search, per-key
+//!   partitions, a step budget instead of a timeout) and its key/value model.
 //! - [`raft`]: the sans-I/O Raft consensus core (elections, replication, snapshots, ReadIndex,
 //!   leadership transfer); one `RawNode` per group, any number of groups per process.
 //! - [`rng`]: the seeded pseudo-random generator used by the core and the simulator.
@@ -8,6 +14,9 @@
 //!   faulty network, crashes that keep only what was durable, invariant checks after every step.
 #![deny(missing_docs)]
 
+pub mod history;
+pub mod kv;
+pub mod linearizability;
 pub mod raft;
 pub mod rng;
 pub mod sim;

@@ -1,0 +1,22 @@
+//! The fault-tolerant key/value service on Raft: linearizable, exactly-once under retries.
+//!
+//! # Layout
+//! - [`command`]: requests, replies, errors, size bounds, and a write's encoding in the log.
+//! - [`store`]: the state machine: the data and the bounded client session table (thesis §6.3),
+//!   changed only by applying committed entries; snapshots of both.
+//! - [`server`]: one replica's request handling around a Raft member: propose writes, read
+//!   through ReadIndex, answer when applied, time out what waits too long.
+//! - [`client`]: the client's logic: sessions, leader discovery, redirects, retries with the
+//!   same sequence number, bounded backoff.
+//!
+//! All of it is sans-I/O and deterministic: the simulator and the real server run the same code.
+
+pub mod client;
+pub mod command;
+pub mod server;
+pub mod store;
+
+pub use client::{Clerk, ClerkConfig, Outcome, Outgoing};
+pub use command::{ClientId, Command, Consistency, KvError, Op, Reply, Request, Response};
+pub use server::{KvServer, KvServerConfig, ReplyTo};
+pub use store::{KvStore, SessionLimits};

@@ -1,0 +1,403 @@
+//! One replica of a KV group: requests in, responses out, the Raft core and the store in
+//! between. Sans-I/O: the caller owns the `RawNode`, handles its Readies, and feeds this type
+//! what they carry (committed entries, read states, role changes, installed snapshots).
+//!
+//! - A write is proposed with the caller's clock stamped into it and answered when its entry is
+//!   applied. If another entry lands at its index (leadership changed), or this replica stops
+//!   leading, it is answered "wrong leader" and the client retries with the same sequence
+//!   number, which the store de-duplicates.
+//! - A linearizable read asks Raft for a read index (thesis §6.4, no log write; a follower
+//!   forwards it to the leader) and is served once the applied index reaches it. A serializable
+//!   read is served at once from this replica's state and says so.
+//! - Everything waiting is bounded in number and in time.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+use super::command::*;
+use super::store::{KvStore, SessionLimits};
+use crate::raft::{
+    Entry, EntryKind, Index, ProposeError, RawNode, ReadState, Role, SoftState, Term,
+};
+
+/// Who a response goes to: an opaque id the caller gave with the request (a connection and
+/// request number in the server, a client endpoint in the simulator).
+pub type ReplyTo = u64;
+
+/// Bounds and policies of one replica.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KvServerConfig {
+    /// Take a snapshot once the durable Raft state (hard state and log) passes this many bytes.
+    /// `None`: never (the log grows without bound).
+    pub max_raft_state_bytes: Option<usize>,
+    /// At most this many requests wait at once; more are answered `Busy`.
+    pub max_pending_requests: usize,
+    /// A request waiting this many ticks is answered `Timeout` (the client retries).
+    pub request_timeout_ticks: u64,
+    /// The session table's bounds.
+    pub sessions: SessionLimits,
+}
+
+impl Default for KvServerConfig {
+    /// 10,000 waiting requests (a few MB of state at most) and 3 s (300 ticks of 10 ms: longer
+    /// than an election, so a request survives one leader change).
+    fn default() -> KvServerConfig {
+        KvServerConfig {
+            max_raft_state_bytes: Some(64 << 20),
+            max_pending_requests: 10_000,
+            request_timeout_ticks: 300,
+            sessions: SessionLimits::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Waiter {
+    reply_to: ReplyTo,
+    client: ClientId,
+    seq: u64,
+    since_tick: u64,
+}
+
+#[derive(Clone, Debug)]
+struct PendingWrite {
+    waiter: Waiter,
+    term: Term,
+}
+
+#[derive(Clone, Debug)]
+struct PendingRead {
+    waiter: Waiter,
+    key: Bytes,
+}
+
+/// One replica's request handling.
+pub struct KvServer {
+    config: KvServerConfig,
+    store: KvStore,
+    /// Writes proposed here, by log index.
+    writes: BTreeMap<Index, PendingWrite>,
+    /// Reads waiting for their read index, by context.
+    reads_waiting_index: BTreeMap<u64, PendingRead>,
+    /// Reads with a read index, waiting for the applied index to reach it.
+    reads_waiting_apply: Vec<(Index, PendingRead)>,
+    next_read_context: u64,
+    applied: Index,
+    ticks: u64,
+    role: Role,
+    term: Term,
+    leader_hint: u64,
+    responses: Vec<(ReplyTo, Response)>,
+}
+
+impl KvServer {
+    /// A replica with an empty store.
+    pub fn new(config: KvServerConfig) -> KvServer {
+        KvServer {
+            config,
+            store: KvStore::new(config.sessions),
+            writes: BTreeMap::new(),
+            reads_waiting_index: BTreeMap::new(),
+            reads_waiting_apply: Vec::new(),
+            next_read_context: 0,
+            applied: 0,
+            ticks: 0,
+            role: Role::Follower,
+            term: 0,
+            leader_hint: 0,
+            responses: Vec::new(),
+        }
+    }
+
+    /// A replica restarting from a snapshot taken at `index`.
+    pub fn restore(
+        config: KvServerConfig,
+        index: Index,
+        snapshot: &Bytes,
+    ) -> Result<KvServer, DecodeError> {
+        let mut server = KvServer::new(config);
+        server.store = KvStore::restore(config.sessions, snapshot)?;
+        server.applied = index;
+        Ok(server)
+    }
+
+    /// The store (for reads by tests and tools).
+    pub fn store(&self) -> &KvStore {
+        &self.store
+    }
+
+    /// The index of the last entry applied to the store.
+    pub fn applied_index(&self) -> Index {
+        self.applied
+    }
+
+    /// Requests waiting for an answer.
+    pub fn pending_requests(&self) -> usize {
+        self.writes.len() + self.reads_waiting_index.len() + self.reads_waiting_apply.len()
+    }
+
+    /// Handles a client request. `now_ms` is this node's clock, stamped into writes.
+    pub fn on_request(
+        &mut self,
+        raw: &mut RawNode,
+        now_ms: u64,
+        reply_to: ReplyTo,
+        request: Request,
+    ) {
+        let Request {
+            client,
+            seq,
+            op,
+            consistency,
+        } = request;
+        let waiter = Waiter {
+            reply_to,
+            client,
+            seq,
+            since_tick: self.ticks,
+        };
+        if let Err(error) = op.check_bounds() {
+            return self.answer(waiter, Err(error), consistency);
+        }
+        if self.pending_requests() >= self.config.max_pending_requests {
+            return self.answer(waiter, Err(KvError::Busy), consistency);
+        }
+        match op {
+            Op::Get { key } => self.read(raw, waiter, key, consistency),
+            op => self.write(raw, now_ms, waiter, op),
+        }
+    }
+
+    fn write(&mut self, raw: &mut RawNode, now_ms: u64, waiter: Waiter, op: Op) {
+        // A retry of the session's latest request is answered from the session table.
+        if let Some(result) = self.store.cached_reply(waiter.client, waiter.seq) {
+            return self.answer(waiter, result, Consistency::Linearizable);
+        }
+        let command = Command {
+            client: waiter.client,
+            seq: waiter.seq,
+            stamp_ms: now_ms,
+            op,
+        };
+        match raw.propose(vec![command.encode()]) {
+            Ok(index) => {
+                let term = raw.term();
+                self.writes.insert(index, PendingWrite { waiter, term });
+            }
+            Err(ProposeError::NotLeader { leader }) => self.answer(
+                waiter,
+                Err(KvError::WrongLeader { leader }),
+                Consistency::Linearizable,
+            ),
+            Err(ProposeError::TransferInProgress | ProposeError::UnknownNode) => self.answer(
+                waiter,
+                Err(KvError::WrongLeader { leader: 0 }),
+                Consistency::Linearizable,
+            ),
+            Err(ProposeError::TooLarge) => self.answer(
+                waiter,
+                Err(KvError::ValueTooLarge),
+                Consistency::Linearizable,
+            ),
+        }
+    }
+
+    fn read(&mut self, raw: &mut RawNode, waiter: Waiter, key: Bytes, consistency: Consistency) {
+        if consistency == Consistency::Serializable {
+            let value = self.store.get(&key);
+            return self.answer(waiter, Ok(Reply::Value(value)), Consistency::Serializable);
+        }
+        self.next_read_context += 1;
+        let context = self.next_read_context;
+        match raw.read_index(Bytes::copy_from_slice(&context.to_be_bytes())) {
+            Ok(()) => {
+                self.reads_waiting_index
+                    .insert(context, PendingRead { waiter, key });
+            }
+            Err(_) => {
+                let leader = raw.leader();
+                self.answer(
+                    waiter,
+                    Err(KvError::WrongLeader { leader }),
+                    Consistency::Linearizable,
+                )
+            }
+        }
+    }
+
+    /// Applies committed entries in order and answers what waited on them.
+    pub fn on_committed(&mut self, entries: &[Entry]) {
+        for entry in entries {
+            assert_eq!(
+                entry.index,
+                self.applied + 1,
+                "entries apply in order, without gaps"
+            );
+            self.applied = entry.index;
+            let applied = match entry.kind {
+                EntryKind::Noop => None,
+                EntryKind::Normal => self.store.apply(entry.index, &entry.data),
+            };
+            let Some(pending) = self.writes.remove(&entry.index) else {
+                continue;
+            };
+            let ours = applied.as_ref().is_some_and(|a| {
+                a.client == pending.waiter.client
+                    && a.seq == pending.waiter.seq
+                    && entry.term == pending.term
+            });
+            let result = match applied {
+                Some(applied) if ours => applied.result,
+                // Another leader's entry took this index: ours was lost with the old leadership.
+                _ => Err(KvError::WrongLeader {
+                    leader: self.leader_hint,
+                }),
+            };
+            self.answer(pending.waiter, result, Consistency::Linearizable);
+        }
+        self.serve_reads();
+    }
+
+    /// Replaces the store with a snapshot installed from the leader.
+    pub fn on_snapshot(&mut self, index: Index, data: &Bytes) -> Result<(), DecodeError> {
+        self.store = KvStore::restore(self.config.sessions, data)?;
+        self.applied = index;
+        // Writes waiting at indexes the snapshot covers cannot be matched any more.
+        let covered: Vec<Index> = self.writes.range(..=index).map(|(&i, _)| i).collect();
+        for i in covered {
+            let pending = self.writes.remove(&i).expect("listed");
+            self.answer(
+                pending.waiter,
+                Err(KvError::WrongLeader {
+                    leader: self.leader_hint,
+                }),
+                Consistency::Linearizable,
+            );
+        }
+        self.serve_reads();
+        Ok(())
+    }
+
+    /// Read indexes from Raft: each read waits until the store has applied its index.
+    pub fn on_read_states(&mut self, read_states: &[ReadState]) {
+        for rs in read_states {
+            let Ok(bytes) = <[u8; 8]>::try_from(&rs.context[..]) else {
+                continue;
+            };
+            if let Some(read) = self.reads_waiting_index.remove(&u64::from_be_bytes(bytes)) {
+                self.reads_waiting_apply.push((rs.index, read));
+            }
+        }
+        self.serve_reads();
+    }
+
+    fn serve_reads(&mut self) {
+        let applied = self.applied;
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reads_waiting_apply)
+            .into_iter()
+            .partition(|(index, _)| *index <= applied);
+        self.reads_waiting_apply = waiting;
+        for (_, read) in ready {
+            let value = self.store.get(&read.key);
+            self.answer(
+                read.waiter,
+                Ok(Reply::Value(value)),
+                Consistency::Linearizable,
+            );
+        }
+    }
+
+    /// A role or term change: writes proposed in an earlier leadership can no longer be
+    /// vouched for, so their clients are told to retry (the store de-duplicates the retry).
+    pub fn on_soft_state(&mut self, soft: SoftState) {
+        self.leader_hint = soft.leader;
+        let lost_leadership =
+            self.role == Role::Leader && (soft.role != Role::Leader || soft.term != self.term);
+        self.role = soft.role;
+        self.term = soft.term;
+        if lost_leadership {
+            let leader = soft.leader;
+            for (_, pending) in std::mem::take(&mut self.writes) {
+                self.answer(
+                    pending.waiter,
+                    Err(KvError::WrongLeader { leader }),
+                    Consistency::Linearizable,
+                );
+            }
+        }
+    }
+
+    /// Advances this replica's time by one tick and answers requests that waited too long.
+    pub fn tick(&mut self) {
+        self.ticks += 1;
+        let deadline = self.ticks.saturating_sub(self.config.request_timeout_ticks);
+        let expired = |w: &Waiter| w.since_tick < deadline;
+        let timed_out: Vec<Index> = self
+            .writes
+            .iter()
+            .filter(|(_, p)| expired(&p.waiter))
+            .map(|(&i, _)| i)
+            .collect();
+        for index in timed_out {
+            let pending = self.writes.remove(&index).expect("listed");
+            self.answer(
+                pending.waiter,
+                Err(KvError::Timeout),
+                Consistency::Linearizable,
+            );
+        }
+        let timed_out: Vec<u64> = self
+            .reads_waiting_index
+            .iter()
+            .filter(|(_, r)| expired(&r.waiter))
+            .map(|(&c, _)| c)
+            .collect();
+        for context in timed_out {
+            let read = self.reads_waiting_index.remove(&context).expect("listed");
+            self.answer(
+                read.waiter,
+                Err(KvError::Timeout),
+                Consistency::Linearizable,
+            );
+        }
+        let (late, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reads_waiting_apply)
+            .into_iter()
+            .partition(|(_, r)| expired(&r.waiter));
+        self.reads_waiting_apply = waiting;
+        for (_, read) in late {
+            self.answer(
+                read.waiter,
+                Err(KvError::Timeout),
+                Consistency::Linearizable,
+            );
+        }
+    }
+
+    /// True when the durable Raft state has outgrown `max_raft_state_bytes`.
+    pub fn wants_snapshot(&self, raft_state_bytes: usize) -> bool {
+        self.config
+            .max_raft_state_bytes
+            .is_some_and(|max| raft_state_bytes >= max)
+    }
+
+    /// The store's snapshot bytes, as of [`KvServer::applied_index`].
+    pub fn snapshot(&self) -> Bytes {
+        self.store.snapshot()
+    }
+
+    /// Responses ready to go out, with who they go to.
+    pub fn take_responses(&mut self) -> Vec<(ReplyTo, Response)> {
+        std::mem::take(&mut self.responses)
+    }
+
+    fn answer(&mut self, waiter: Waiter, result: Result<Reply, KvError>, consistency: Consistency) {
+        let response = Response {
+            client: waiter.client,
+            seq: waiter.seq,
+            result,
+            consistency,
+        };
+        self.responses.push((waiter.reply_to, response));
+    }
+}
