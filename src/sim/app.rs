@@ -77,6 +77,15 @@ impl AppState {
         buf.freeze()
     }
 
+    /// The length of the snapshot made by [`AppState::to_snapshot`] at the start of `data` (a
+    /// service's own snapshot may follow it), or `None` when `data` is too short to say.
+    pub fn snapshot_len(data: &[u8]) -> Option<usize> {
+        let padding = data.get(28..32)?;
+        let padding_bytes = u32::from_le_bytes(padding.try_into().ok()?) as usize;
+        let len = SNAPSHOT_HEADER_BYTES + padding_bytes + SNAPSHOT_CHECKSUM_BYTES;
+        (len <= data.len()).then_some(len)
+    }
+
     /// Parses and checks a snapshot made by [`AppState::to_snapshot`].
     pub fn from_snapshot(data: &[u8]) -> Result<AppState, String> {
         let min = SNAPSHOT_HEADER_BYTES + SNAPSHOT_CHECKSUM_BYTES;

@@ -20,6 +20,7 @@ use super::network::Network;
 use super::queue::EventQueue;
 use super::stats::Stats;
 use super::trace::{summarize, Trace, TraceEvent, TraceKind};
+use crate::kv::{KvServer, Request, Response};
 use crate::raft::{
     Entry, GroupId, Index, Message, NodeId, ProposeError, RawNode, ReadError, Ready, Role,
     Snapshot, SnapshotMeta, SoftState, Term,
@@ -34,6 +35,10 @@ const MAX_READIES_PER_INPUT: usize = 1_000;
 const MAX_EVENTS_AT_ONE_INSTANT: u64 = 1_000_000;
 /// Trace lines shown with a failure.
 const FAILURE_TRACE_LINES: usize = 40;
+
+mod kv;
+
+pub use kv::CompletedOp;
 
 enum Event {
     Tick {
@@ -50,12 +55,33 @@ enum Event {
         incarnation: u64,
         write_id: u64,
     },
+    /// A KV client's clock.
+    ClientTick {
+        client: usize,
+    },
+    /// A KV request on its way from a client to a server.
+    ToServer {
+        client: usize,
+        server: NodeId,
+        incarnation: u64,
+        group: GroupId,
+        request: Request,
+    },
+    /// A KV response on its way back.
+    ToClient {
+        client: usize,
+        server: NodeId,
+        incarnation: u64,
+        response: Response,
+    },
 }
 
 /// One member: the Raft core and the application above it. Dropped on crash.
 struct Replica {
     raw: RawNode,
     app: AppState,
+    /// The KV service, when the cluster runs it.
+    kv: Option<KvServer>,
     /// The index of the last snapshot the application took or installed.
     last_snapshot_index: Index,
 }
@@ -105,6 +131,10 @@ pub struct Cluster {
     reads: Vec<ObservedRead>,
     next_write_id: u64,
     events_at_this_instant: u64,
+    /// KV clients, by handle.
+    clients: Vec<kv::SimClient>,
+    /// Every KV operation that ended, in the order they ended.
+    kv_history: Vec<kv::CompletedOp>,
 }
 
 impl Cluster {
@@ -148,6 +178,8 @@ impl Cluster {
             reads: Vec::new(),
             next_write_id: 0,
             events_at_this_instant: 0,
+            clients: Vec::new(),
+            kv_history: Vec::new(),
             cfg,
         };
         for node in cluster.cfg.node_ids() {
@@ -238,6 +270,20 @@ impl Cluster {
                 incarnation,
                 write_id,
             } => self.on_disk_done(node, incarnation, write_id),
+            Event::ClientTick { client } => self.on_client_tick(client),
+            Event::ToServer {
+                client,
+                server,
+                incarnation,
+                group,
+                request,
+            } => self.on_client_request(client, server, incarnation, group, request),
+            Event::ToClient {
+                client,
+                server,
+                incarnation,
+                response,
+            } => self.on_client_response(client, server, incarnation, response),
         }
     }
 
@@ -253,7 +299,11 @@ impl Cluster {
             return;
         }
         for group in self.cfg.group_ids() {
-            self.replica_mut(node, group).raw.tick();
+            let replica = self.replica_mut(node, group);
+            replica.raw.tick();
+            if let Some(kv) = replica.kv.as_mut() {
+                kv.tick();
+            }
             self.drain(node, group);
         }
         self.queue.push(
@@ -362,6 +412,7 @@ impl Cluster {
             self.handle_ready(node, group, rd);
             self.replica_mut(node, group).raw.advance();
             self.maybe_take_snapshot(node, group);
+            self.flush_kv_responses(node, group);
         }
         self.fail(Some(node), Some(group), "the Ready loop did not settle");
     }
@@ -379,6 +430,9 @@ impl Cluster {
         } = rd;
         if let Some(soft) = soft_state {
             self.on_soft_state(node, group, soft);
+            if let Some(kv) = self.replica_mut(node, group).kv.as_mut() {
+                kv.on_soft_state(soft);
+            }
         }
         for message in messages {
             self.send(message);
@@ -414,6 +468,9 @@ impl Cluster {
         }
         if !committed_entries.is_empty() {
             self.apply(node, group, &committed_entries);
+        }
+        if let Some(kv) = self.replica_mut(node, group).kv.as_mut() {
+            kv.on_read_states(&read_states);
         }
         for rs in read_states {
             let at_us = self.now_us;
@@ -477,10 +534,20 @@ impl Cluster {
     }
 
     fn install_snapshot(&mut self, node: NodeId, group: GroupId, snapshot: &Snapshot) {
-        let app = match AppState::from_snapshot(&snapshot.data) {
-            Ok(app) => app,
+        let (app, kv_bytes) = match split_snapshot(&snapshot.data) {
+            Ok(parts) => parts,
             Err(e) => self.fail(Some(node), Some(group), &format!("installed snapshot: {e}")),
         };
+        let index = snapshot.meta.index;
+        if let Some(kv) = self.replica_mut(node, group).kv.as_mut() {
+            if let Err(e) = kv.on_snapshot(index, &kv_bytes) {
+                self.fail(
+                    Some(node),
+                    Some(group),
+                    &format!("installed KV snapshot: {e}"),
+                );
+            }
+        }
         if app.applied != snapshot.meta.index {
             let what = format!(
                 "snapshot meta says index {} but its data is at {}",
@@ -514,6 +581,9 @@ impl Cluster {
             let result = self.checker.on_apply(group, node, term, entry, chain);
             self.check(result, Some(node), Some(group));
         }
+        if let Some(kv) = self.replica_mut(node, group).kv.as_mut() {
+            kv.on_committed(entries);
+        }
         let new_frontier = self.checker.max_committed(group);
         if new_frontier > frontier {
             let kind = TraceKind::Commit {
@@ -529,20 +599,32 @@ impl Cluster {
     /// last snapshot, snapshot the state, make it durable (dropping the entries it covers), and
     /// tell Raft to compact.
     fn maybe_take_snapshot(&mut self, node: NodeId, group: GroupId) {
-        let Some(every) = self.cfg.snapshot_every else {
-            return;
-        };
         let padding_bytes = self.cfg.snapshot_padding_bytes;
+        let raft_state_bytes = self.persisted_raft_bytes(node, group);
         let replica = self.replica(node, group);
         let index = replica.app.applied;
-        if index < replica.last_snapshot_index + every.max(1) {
+        if index <= replica.last_snapshot_index {
+            return;
+        }
+        let every_due = self
+            .cfg
+            .snapshot_every
+            .is_some_and(|every| index >= replica.last_snapshot_index + every.max(1));
+        let size_due = replica
+            .kv
+            .as_ref()
+            .is_some_and(|kv| kv.wants_snapshot(raft_state_bytes));
+        if !every_due && !size_due {
             return;
         }
         let Some(term) = replica.raw.term_at(index) else {
             let what = format!("applied index {index} is not in the log; cannot snapshot");
             self.fail(Some(node), Some(group), &what);
         };
-        let data = replica.app.to_snapshot(padding_bytes);
+        let data = join_snapshot(
+            replica.app.to_snapshot(padding_bytes),
+            replica.kv.as_ref().map(KvServer::snapshot),
+        );
         let snapshot = Snapshot {
             meta: SnapshotMeta { index, term },
             data: data.clone(),
@@ -576,12 +658,26 @@ impl Cluster {
         for group in self.cfg.group_ids() {
             let durable = &self.nodes[node as usize - 1].durable[group as usize - 1];
             let restore = durable.restore();
-            let (app, meta) = match &restore.snapshot {
-                None => (AppState::default(), SnapshotMeta::default()),
-                Some(s) => match AppState::from_snapshot(&s.data) {
-                    Ok(app) => (app, s.meta),
+            let (app, kv_bytes, meta) = match &restore.snapshot {
+                None => (AppState::default(), None, SnapshotMeta::default()),
+                Some(s) => match split_snapshot(&s.data) {
+                    Ok((app, kv_bytes)) => (app, Some(kv_bytes), s.meta),
                     Err(e) => self.fail(Some(node), Some(group), &format!("durable snapshot: {e}")),
                 },
+            };
+            let kv = match (self.cfg.kv, kv_bytes) {
+                (None, _) => None,
+                (Some(config), None) => Some(KvServer::new(config)),
+                (Some(config), Some(bytes)) => {
+                    match KvServer::restore(config, meta.index, &bytes) {
+                        Ok(kv) => Some(kv),
+                        Err(e) => self.fail(
+                            Some(node),
+                            Some(group),
+                            &format!("durable KV snapshot: {e}"),
+                        ),
+                    }
+                }
             };
             let salt = format!("raft n{node} g{group} i{incarnation}");
             let seed = Rng::stream(self.cfg.seed, &salt).next_u64();
@@ -595,6 +691,7 @@ impl Cluster {
             let replica = Replica {
                 raw,
                 app,
+                kv,
                 last_snapshot_index: meta.index,
             };
             self.nodes[node as usize - 1].replicas.push(replica);
@@ -950,6 +1047,26 @@ impl Cluster {
             self.trace.tail(lines)
         );
     }
+}
+
+/// A snapshot's bytes: the chain-hash application's, then the KV store's (when it runs).
+fn join_snapshot(app: Bytes, kv: Option<Bytes>) -> Bytes {
+    match kv {
+        None => app,
+        Some(kv) => {
+            let mut joined = Vec::with_capacity(app.len() + kv.len());
+            joined.extend_from_slice(&app);
+            joined.extend_from_slice(&kv);
+            Bytes::from(joined)
+        }
+    }
+}
+
+/// Splits [`join_snapshot`]'s bytes into the application state and the KV store's bytes.
+fn split_snapshot(data: &Bytes) -> Result<(AppState, Bytes), String> {
+    let app_len = AppState::snapshot_len(data).ok_or("snapshot too short for its header")?;
+    let app = AppState::from_snapshot(&data[..app_len])?;
+    Ok((app, data.slice(app_len..)))
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! What a simulated cluster is made of: node and group counts, the Raft tuning every member gets,
 //! the application's snapshot policy, the network's and the disk's fault settings, and tracing.
 
+use crate::kv::KvServerConfig;
 use crate::raft::{Config, GroupId, NodeId};
 
 /// Raft settings the simulator gives every member: [`Config`] without the identity and the seed.
@@ -109,6 +110,10 @@ pub struct SimConfig {
     pub trace: TraceMode,
     /// Also trace every message sent (verbose; for debugging a seed).
     pub trace_messages: bool,
+    /// Run the KV service on every member of every group, with these settings (its
+    /// `max_raft_state_bytes` also triggers snapshots). `None`: Raft and the chain-hash
+    /// application only.
+    pub kv: Option<KvServerConfig>,
 }
 
 impl SimConfig {
@@ -128,6 +133,7 @@ impl SimConfig {
             disk_latency_max_us: 2_000,
             trace: TraceMode::Tail(64),
             trace_messages: false,
+            kv: None,
         }
     }
 

@@ -94,7 +94,10 @@ pub struct Durable {
     /// The last snapshot written (received from the leader or taken by the application).
     pub snapshot: Option<Snapshot>,
     /// The entries after the snapshot, contiguous.
-    pub entries: VecDeque<Entry>,
+    entries: VecDeque<Entry>,
+    /// Sum of the entries' `approx_bytes`, kept as they change: the snapshot policy asks for
+    /// it after every Ready, and summing a long log each time made runs quadratic.
+    entry_bytes: usize,
 }
 
 impl Durable {
@@ -123,6 +126,7 @@ impl Durable {
             }
             self.snapshot = Some(snapshot.clone());
             self.entries.clear();
+            self.entry_bytes = 0;
         }
         if let Some(first) = write.entries.first() {
             let first_held = self.snapshot_index() + 1;
@@ -134,11 +138,15 @@ impl Durable {
                     self.last_index()
                 ));
             }
-            self.entries.truncate((first.index - first_held) as usize);
+            let keep = (first.index - first_held) as usize;
+            let dropped: usize = self.entries.range(keep..).map(Entry::approx_bytes).sum();
+            self.entry_bytes -= dropped;
+            self.entries.truncate(keep);
             for (i, entry) in write.entries.iter().enumerate() {
                 if entry.index != first.index + i as Index {
                     return Err(format!("entries not contiguous at {}", entry.index));
                 }
+                self.entry_bytes += entry.approx_bytes();
                 self.entries.push_back(entry.clone());
             }
         }
@@ -166,6 +174,8 @@ impl Durable {
                 snapshot.meta.term
             ));
         }
+        let dropped: usize = self.entries.range(..covered).map(Entry::approx_bytes).sum();
+        self.entry_bytes -= dropped;
         self.entries.drain(..covered);
         self.snapshot = Some(snapshot);
         Ok(())
@@ -182,7 +192,12 @@ impl Durable {
 
     /// The lab's RaftStateSize: the hard state plus the durable entries (not the snapshot).
     pub fn raft_bytes(&self) -> usize {
-        HardState::BYTES + self.entries.iter().map(Entry::approx_bytes).sum::<usize>()
+        HardState::BYTES + self.entry_bytes
+    }
+
+    /// The durable entries after the snapshot.
+    pub fn entries(&self) -> &VecDeque<Entry> {
+        &self.entries
     }
 
     /// Size of the durable snapshot's data.
@@ -287,6 +302,7 @@ mod tests {
         });
         d.apply(&w).unwrap();
         assert_eq!((d.snapshot_index(), d.last_index()), (10, 11));
+        assert_eq!(d.raft_bytes(), HardState::BYTES + Entry::OVERHEAD_BYTES + 8);
         let restore = d.restore();
         assert_eq!(restore.entries.len(), 1);
         assert_eq!(restore.hard_state.commit, 10);

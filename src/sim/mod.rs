@@ -9,6 +9,8 @@
 //! # Layout
 //! - [`config`]: [`SimConfig`] and [`RaftTuning`]: what a cluster is made of.
 //! - [`cluster`]: [`Cluster`]: the event loop, the Ready loop, crash and restart, the test API.
+//! - [`kv_lab`]: the lab's KV workload (GenericTest) and its scenarios, shared by the tests
+//!   and `shardcore sim kv`; its runs become JSON-lines histories.
 //! - [`lab`]: the MIT 6.5840 tester's helpers (`check_one_leader`, `one`, `wait`, ...).
 //! - [`network`]: who can talk to whom; delays, losses, reordering.
 //! - [`disk`]: per-node FIFO write queues and the durable state they build.
@@ -39,6 +41,7 @@ pub mod cluster;
 pub mod config;
 pub mod disk;
 pub mod invariants;
+pub mod kv_lab;
 pub mod lab;
 pub mod network;
 mod queue;
@@ -47,7 +50,7 @@ pub mod trace;
 
 pub use app::AppState;
 pub use chaos::{Chaos, ChaosConfig, ChaosCounts};
-pub use cluster::{Cluster, ObservedRead};
+pub use cluster::{Cluster, CompletedOp, ObservedRead};
 pub use config::{RaftTuning, SimConfig, TraceMode};
 pub use invariants::CommittedEntry;
 pub use lab::LAB_ELECTION_TIMEOUT_MS;

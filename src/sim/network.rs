@@ -176,6 +176,13 @@ impl Network {
         if !self.can_talk(group, from, to) {
             return Err(Drop::Cut);
         }
+        self.fate(is_response)
+    }
+
+    /// The fate of one message whose endpoints can talk: lost, or delivered after a delay.
+    /// Client traffic uses this directly: partitions cut servers from each other, while clients
+    /// reach whichever servers their own links allow (as the lab's clerks do).
+    pub fn fate(&mut self, is_response: bool) -> Result<u64, Drop> {
         let mut delay_us = if self.unreliable {
             if self.rng.chance(UNRELIABLE_DROP_PERCENT, 100) {
                 return Err(Drop::Lost);

@@ -46,6 +46,8 @@ pub struct Stats {
     pub events: u64,
     /// Disk writes completed (including those completed by a crash).
     pub disk_writes: u64,
+    /// KV requests clients sent (retries included).
+    pub kv_requests: u64,
 }
 
 impl Stats {
