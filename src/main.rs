@@ -4,6 +4,10 @@
 //! when a safety invariant or the final liveness check fails. The same seed prints the same
 //! run, line for line.
 //!
+//! `shardcore sim kv --scenario <name> --seed <n> [--history out.jsonl]` runs one of the lab's
+//! KV scenarios (clients, faults, crashes, snapshots) on the simulated KV service, writes its
+//! history, checks it for linearizability, and exits non-zero with `SEED=<n>` if any check fails.
+//!
 //! `shardcore check-history FILE [--max-steps N]` checks a history file (JSON lines, see
 //! `shardcore::history`) for linearizability and exits 0 if it is linearizable, 1 if it is not,
 //! 2 if it is undecided within the step budget or the file cannot be read.
@@ -43,8 +47,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the deterministic cluster simulator from one seed.
-    Sim(SimArgs),
+    /// Run the deterministic cluster simulator from one seed (`sim kv` for the KV service).
+    Sim(SimCommand),
     /// Check a history file (one JSON operation per line) for linearizability: exit 0 if it is
     /// linearizable, 1 if not, 2 if undecided or the file is bad.
     CheckHistory(CheckHistoryArgs),
@@ -60,10 +64,41 @@ struct CheckHistoryArgs {
 }
 
 #[derive(Args)]
-struct SimArgs {
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+struct SimCommand {
+    #[command(subcommand)]
+    kind: Option<SimKind>,
+    #[command(flatten)]
+    raft: SimArgs,
+}
+
+#[derive(Subcommand)]
+enum SimKind {
+    /// Run one of the lab's KV scenarios on the simulated KV service, write its history and
+    /// check it for linearizability.
+    Kv(KvSimArgs),
+}
+
+#[derive(Args)]
+struct KvSimArgs {
+    /// The scenario: a row of TEST-PARITY.md's KV table in snake case (basic, concurrent,
+    /// unreliable, persist_partition_unreliable_linearizable, ...) or `swarm` (a random mix
+    /// drawn from the seed). An unknown name lists them all.
+    #[arg(long, default_value = "basic")]
+    scenario: String,
     /// The seed; the same seed replays the same run.
     #[arg(long)]
     seed: u64,
+    /// Write the history (JSON lines, see `shardcore::history`) to this file.
+    #[arg(long)]
+    history: Option<std::path::PathBuf>,
+}
+
+#[derive(Args)]
+struct SimArgs {
+    /// The seed; the same seed replays the same run.
+    #[arg(long, required = true)]
+    seed: Option<u64>,
     /// Nodes in the cluster.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=15))]
     nodes: u64,
@@ -100,13 +135,20 @@ macro_rules! say {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Sim(args) => sim(&args),
+        Command::Sim(SimCommand {
+            kind: Some(SimKind::Kv(args)),
+            ..
+        }) => sim_kv(&args),
+        Command::Sim(SimCommand { raft, .. }) => sim(&raft),
         Command::CheckHistory(args) => check_history(&args),
     }
 }
 
 fn sim(args: &SimArgs) -> ExitCode {
-    say!("SEED={}", args.seed);
+    let seed = args
+        .seed
+        .expect("clap requires --seed without a subcommand");
+    say!("SEED={seed}");
     let wall = Instant::now();
     let outcome = catch_unwind(AssertUnwindSafe(|| run(args)));
     let wall_s = wall.elapsed().as_secs_f64();
@@ -117,9 +159,73 @@ fn sim(args: &SimArgs) -> ExitCode {
         }
         Err(_) => {
             // The panic message (printed above by the panic hook) says what and where.
-            eprintln!("FAILED SEED={}", args.seed);
+            eprintln!("FAILED SEED={seed}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn sim_kv(args: &KvSimArgs) -> ExitCode {
+    use shardcore::sim::kv_lab::{self, KvScenario, SCENARIOS};
+    say!("SEED={}", args.seed);
+    let Some(scenario) = KvScenario::named(&args.scenario, args.seed) else {
+        let names: Vec<&str> = SCENARIOS.iter().map(|(name, _)| *name).collect();
+        eprintln!(
+            "unknown scenario {:?}; one of: {}, swarm",
+            args.scenario,
+            names.join(", ")
+        );
+        return ExitCode::from(2);
+    };
+    say!("scenario {} {scenario:?}", args.scenario);
+    let wall = Instant::now();
+    let cfg = SimConfig::new(args.seed, scenario.nodes);
+    let outcome = catch_unwind(AssertUnwindSafe(|| kv_lab::run(cfg, scenario)));
+    let cluster = match outcome {
+        Ok(Ok(cluster)) => cluster,
+        Ok(Err(problem)) => {
+            eprintln!("{problem}\nFAILED SEED={}", args.seed);
+            return ExitCode::FAILURE;
+        }
+        Err(_) => {
+            eprintln!("FAILED SEED={}", args.seed);
+            return ExitCode::FAILURE;
+        }
+    };
+    let history = kv_lab::history(&cluster);
+    let run_s = wall.elapsed().as_secs_f64();
+    say!(
+        "{} operations by {} clients in {:.3} simulated s ({:.3} wall s); {} requests sent",
+        history.len(),
+        scenario.clients,
+        cluster.now_ms() as f64 / 1000.0,
+        run_s,
+        cluster.stats().kv_requests
+    );
+    if let Some(path) = &args.history {
+        let written = std::fs::File::create(path).and_then(|file| {
+            let mut out = std::io::BufWriter::new(file);
+            shardcore::history::write_all(&mut out, &history)?;
+            out.flush()
+        });
+        if let Err(e) = written {
+            eprintln!("cannot write {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+        say!("history written to {}", path.display());
+    }
+    let checked = Instant::now();
+    let report = shardcore::linearizability::check_history(&history);
+    say!(
+        "{} ({:.3} s to check)",
+        report.verdict,
+        checked.elapsed().as_secs_f64()
+    );
+    if report.verdict.is_linearizable() {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("FAILED SEED={}", args.seed);
+        ExitCode::FAILURE
     }
 }
 
@@ -177,7 +283,10 @@ impl Summary {
 }
 
 fn run(args: &SimArgs) -> Summary {
-    let mut cfg = SimConfig::new(args.seed, args.nodes as usize);
+    let seed = args
+        .seed
+        .expect("clap requires --seed without a subcommand");
+    let mut cfg = SimConfig::new(seed, args.nodes as usize);
     cfg.groups = args.groups as usize;
     cfg.unreliable = args.unreliable;
     cfg.snapshot_every = args.snapshot_every;
@@ -191,7 +300,7 @@ fn run(args: &SimArgs) -> Summary {
     say!("{cfg:?}");
     say!("{chaos_cfg:?}");
     let mut cluster = Cluster::new(cfg);
-    let mut chaos = Chaos::new(args.seed, chaos_cfg);
+    let mut chaos = Chaos::new(seed, chaos_cfg);
     let mut printer = TracePrinter::default();
     for _ in 0..args.seconds * 1000 / shardcore::sim::chaos::CHAOS_STEP_MS {
         chaos.step(&mut cluster);
