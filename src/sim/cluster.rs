@@ -681,7 +681,7 @@ impl Cluster {
             };
             let salt = format!("raft n{node} g{group} i{incarnation}");
             let seed = Rng::stream(self.cfg.seed, &salt).next_u64();
-            let config = self.cfg.raft.config(node, group, voters.clone(), seed);
+            let config = self.cfg.member_config(node, group, voters.clone(), seed);
             let raw = match RawNode::new(config, restore) {
                 Ok(raw) => raw,
                 Err(e) => self.fail(Some(node), Some(group), &format!("RawNode::new: {e}")),

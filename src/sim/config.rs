@@ -4,71 +4,24 @@
 use crate::kv::KvServerConfig;
 use crate::raft::{Config, GroupId, NodeId};
 
-/// Raft settings the simulator gives every member: [`Config`] without the identity and the seed.
-/// Tests change fields of [`SimConfig::raft`] to override them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RaftTuning {
-    /// See [`Config::election_timeout_ticks`].
-    pub election_timeout_ticks: u32,
-    /// See [`Config::heartbeat_interval_ticks`].
-    pub heartbeat_interval_ticks: u32,
-    /// See [`Config::pre_vote`].
-    pub pre_vote: bool,
-    /// See [`Config::check_quorum`].
-    pub check_quorum: bool,
-    /// See [`Config::max_message_bytes`].
-    pub max_message_bytes: usize,
-    /// See [`Config::max_inflight_messages`].
-    pub max_inflight_messages: usize,
-    /// See [`Config::snapshot_chunk_bytes`].
-    pub snapshot_chunk_bytes: usize,
-    /// See [`Config::max_entry_bytes`].
-    pub max_entry_bytes: usize,
-    /// See [`Config::max_apply_bytes`].
-    pub max_apply_bytes: usize,
-}
-
-impl Default for RaftTuning {
-    /// The simulator's defaults: with 10 ms ticks, heartbeats every 100 ms and elections after
-    /// 500-1000 ms, so scenarios finish in few virtual seconds. Not shorter: Raft needs
-    /// broadcast time well below the election timeout (§5.6), and check-quorum needs a
-    /// quorum's answer within one election timeout. Under the lab's long reordering (2/3 of
-    /// answers 200-2200 ms late) a 300 ms timeout sees only 3 heartbeat answers per follower
-    /// per window, so healthy leaders stepped down every few seconds and Figure8Unreliable
-    /// missed its 10 s agreement bound on 1 seed in 3000; at 500 ms none of 3000 did. 64 KiB batches and 1 KiB snapshot
-    /// chunks, small enough that batching and chunking happen in ordinary tests. The rest follows
-    /// [`Config::new`].
-    fn default() -> RaftTuning {
-        let base = Config::new(1, 1, vec![1], 0);
-        RaftTuning {
-            election_timeout_ticks: 50,
-            heartbeat_interval_ticks: 10,
-            pre_vote: base.pre_vote,
-            check_quorum: base.check_quorum,
-            max_message_bytes: 64 << 10,
-            max_inflight_messages: base.max_inflight_messages,
-            snapshot_chunk_bytes: 1 << 10,
-            max_entry_bytes: base.max_entry_bytes,
-            max_apply_bytes: 64 << 10,
-        }
-    }
-}
-
-impl RaftTuning {
-    /// The full member config for `id` in `group`.
-    pub fn config(&self, id: NodeId, group: GroupId, voters: Vec<NodeId>, seed: u64) -> Config {
-        let mut config = Config::new(id, group, voters, seed);
-        config.election_timeout_ticks = self.election_timeout_ticks;
-        config.heartbeat_interval_ticks = self.heartbeat_interval_ticks;
-        config.pre_vote = self.pre_vote;
-        config.check_quorum = self.check_quorum;
-        config.max_message_bytes = self.max_message_bytes;
-        config.max_inflight_messages = self.max_inflight_messages;
-        config.snapshot_chunk_bytes = self.snapshot_chunk_bytes;
-        config.max_entry_bytes = self.max_entry_bytes;
-        config.max_apply_bytes = self.max_apply_bytes;
-        config
-    }
+/// The simulator's Raft settings for every member: [`Config::new`]'s, with 10 ms ticks,
+/// heartbeats every 100 ms and elections after 500-1000 ms, so scenarios finish in few virtual
+/// seconds. Not shorter: Raft needs broadcast time well below the election timeout (§5.6), and
+/// check-quorum needs a quorum's answer within one election timeout. Under the lab's long
+/// reordering (2/3 of answers 200-2200 ms late) a 300 ms timeout sees only 3 heartbeat answers
+/// per follower per window, so healthy leaders stepped down every few seconds and
+/// Figure8Unreliable missed its 10 s agreement bound on 1 seed in 3000; at 500 ms none of 3000
+/// did. 64 KiB batches and 1 KiB snapshot chunks, small enough that batching and chunking
+/// happen in ordinary tests. The identity fields (id, group, voters, seed) are placeholders that
+/// [`SimConfig::member_config`] fills in per member.
+pub fn sim_raft_defaults() -> Config {
+    let mut config = Config::new(1, 1, vec![1], 0);
+    config.election_timeout_ticks = 50;
+    config.heartbeat_interval_ticks = 10;
+    config.max_message_bytes = 64 << 10;
+    config.snapshot_chunk_bytes = 1 << 10;
+    config.max_apply_bytes = 64 << 10;
+    config
 }
 
 /// How much of the trace a cluster keeps.
@@ -89,8 +42,9 @@ pub struct SimConfig {
     pub nodes: usize,
     /// Group count; ids are `1..=groups`. Every node is a voter of every group.
     pub groups: usize,
-    /// Raft settings for every member.
-    pub raft: RaftTuning,
+    /// Raft settings for every member (its identity fields are filled in per member; tests
+    /// change the others to override them).
+    pub raft: Config,
     /// Take an application snapshot (and compact the log) whenever the applied index has moved
     /// this far past the last snapshot. `None`: never.
     pub snapshot_every: Option<u64>,
@@ -123,7 +77,7 @@ impl SimConfig {
             seed,
             nodes,
             groups: 1,
-            raft: RaftTuning::default(),
+            raft: sim_raft_defaults(),
             snapshot_every: None,
             snapshot_padding_bytes: 0,
             unreliable: false,
@@ -134,6 +88,23 @@ impl SimConfig {
             trace: TraceMode::Tail(64),
             trace_messages: false,
             kv: None,
+        }
+    }
+
+    /// The full config of member `id` of `group`: [`SimConfig::raft`] with its identity.
+    pub fn member_config(
+        &self,
+        id: NodeId,
+        group: GroupId,
+        voters: Vec<NodeId>,
+        seed: u64,
+    ) -> Config {
+        Config {
+            id,
+            group,
+            voters,
+            seed,
+            ..self.raft.clone()
         }
     }
 

@@ -7,7 +7,7 @@
 //! No clock, thread, file or socket is touched.
 //!
 //! # Layout
-//! - [`config`]: [`SimConfig`] and [`RaftTuning`]: what a cluster is made of.
+//! - [`config`]: [`SimConfig`] and the Raft defaults every member gets: what a cluster is made of.
 //! - [`cluster`]: [`Cluster`]: the event loop, the Ready loop, crash and restart, the test API.
 //! - [`kv_lab`]: the lab's KV workload (GenericTest) and its scenarios, shared by the tests
 //!   and `shardcore sim kv`; its runs become JSON-lines histories.
@@ -51,7 +51,7 @@ pub mod trace;
 pub use app::AppState;
 pub use chaos::{Chaos, ChaosConfig, ChaosCounts};
 pub use cluster::{Cluster, CompletedOp, ObservedRead};
-pub use config::{RaftTuning, SimConfig, TraceMode};
+pub use config::{sim_raft_defaults, SimConfig, TraceMode};
 pub use invariants::CommittedEntry;
 pub use lab::LAB_ELECTION_TIMEOUT_MS;
 pub use trace::{TraceEvent, TraceKind};
