@@ -401,3 +401,250 @@ impl KvServer {
         self.responses.push((waiter.reply_to, response));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::{Config, Restore};
+
+    /// A single-member group that has elected itself, with its replica; Readies are handled
+    /// the way the node will (persist at once, apply, feed read states).
+    struct One {
+        raw: RawNode,
+        kv: KvServer,
+    }
+
+    impl One {
+        fn new() -> One {
+            let mut raw =
+                RawNode::new(Config::new(1, 1, vec![1], 9), Restore::default()).expect("valid");
+            let mut kv = KvServer::new(KvServerConfig::default());
+            for _ in 0..500 {
+                raw.tick();
+                drain(&mut raw, &mut kv);
+                if raw.is_leader() && raw.applied_index() >= 1 {
+                    return One { raw, kv };
+                }
+            }
+            panic!("a single member elects itself");
+        }
+
+        fn request(
+            &mut self,
+            client: ClientId,
+            seq: u64,
+            op: Op,
+            consistency: Consistency,
+        ) -> Vec<Response> {
+            let request = Request {
+                client,
+                seq,
+                op,
+                consistency,
+            };
+            self.kv.on_request(&mut self.raw, 0, 7, request);
+            drain(&mut self.raw, &mut self.kv);
+            self.kv
+                .take_responses()
+                .into_iter()
+                .map(|(to, r)| {
+                    assert_eq!(to, 7, "answers go where the request came from");
+                    r
+                })
+                .collect()
+        }
+    }
+
+    fn drain(raw: &mut RawNode, kv: &mut KvServer) {
+        while raw.has_ready() {
+            let rd = raw.ready();
+            if let Some(soft) = rd.soft_state {
+                kv.on_soft_state(soft);
+            }
+            if let Some(last) = rd.entries.last() {
+                raw.persisted(last.index, last.term);
+            }
+            kv.on_committed(&rd.committed_entries);
+            kv.on_read_states(&rd.read_states);
+            raw.advance();
+        }
+    }
+
+    fn register(one: &mut One) -> ClientId {
+        match &one.request(0, 0, Op::Register, Consistency::Linearizable)[..] {
+            [Response {
+                result: Ok(Reply::Registered { client }),
+                ..
+            }] => *client,
+            other => panic!("registration: {other:?}"),
+        }
+    }
+
+    /// A write is answered once applied; a linearizable read through ReadIndex sees it and says
+    /// it is linearizable; a serializable read is answered at once and says so.
+    #[test]
+    fn writes_and_both_read_kinds() {
+        let mut one = One::new();
+        let c = register(&mut one);
+        let put = Op::Put {
+            key: Bytes::from_static(b"k"),
+            value: Bytes::from_static(b"v"),
+        };
+        let answers = one.request(c, 1, put, Consistency::Linearizable);
+        assert_eq!(answers[0].result, Ok(Reply::Done));
+        let get = || Op::Get {
+            key: Bytes::from_static(b"k"),
+        };
+        let answers = one.request(c, 2, get(), Consistency::Linearizable);
+        assert_eq!(
+            answers[0].result,
+            Ok(Reply::Value(Some(Bytes::from_static(b"v"))))
+        );
+        assert_eq!(answers[0].consistency, Consistency::Linearizable);
+        let answers = one.request(c, 3, get(), Consistency::Serializable);
+        assert_eq!(
+            answers[0].result,
+            Ok(Reply::Value(Some(Bytes::from_static(b"v"))))
+        );
+        assert_eq!(
+            answers[0].consistency,
+            Consistency::Serializable,
+            "the reply says it may be stale"
+        );
+    }
+
+    /// A retry of the latest request is answered from the session table without a new entry.
+    #[test]
+    fn retry_is_answered_from_the_session() {
+        let mut one = One::new();
+        let c = register(&mut one);
+        let append = || Op::Append {
+            key: Bytes::from_static(b"k"),
+            value: Bytes::from_static(b"x"),
+        };
+        one.request(c, 1, append(), Consistency::Linearizable);
+        let last = one.raw.last_index();
+        let answers = one.request(c, 1, append(), Consistency::Linearizable);
+        assert_eq!(answers[0].result, Ok(Reply::Done));
+        assert_eq!(
+            one.raw.last_index(),
+            last,
+            "no entry for a retry already applied"
+        );
+        assert_eq!(one.kv.store().get(b"k"), Some(Bytes::from_static(b"x")));
+    }
+
+    /// A member that does not lead answers "wrong leader" with its hint, for writes and for
+    /// linearizable reads when it knows no leader; bounds are checked before anything else.
+    #[test]
+    fn follower_redirects_and_bounds_come_first() {
+        let mut raw =
+            RawNode::new(Config::new(2, 1, vec![1, 2, 3], 9), Restore::default()).expect("valid");
+        let mut kv = KvServer::new(KvServerConfig::default());
+        let put = Op::Put {
+            key: Bytes::from_static(b"k"),
+            value: Bytes::new(),
+        };
+        kv.on_request(
+            &mut raw,
+            0,
+            1,
+            Request {
+                client: 5,
+                seq: 1,
+                op: put,
+                consistency: Consistency::Linearizable,
+            },
+        );
+        let get = Op::Get {
+            key: Bytes::from_static(b"k"),
+        };
+        kv.on_request(
+            &mut raw,
+            0,
+            1,
+            Request {
+                client: 5,
+                seq: 2,
+                op: get,
+                consistency: Consistency::Linearizable,
+            },
+        );
+        let big = Op::Get {
+            key: Bytes::from(vec![0u8; MAX_KEY_BYTES + 1]),
+        };
+        kv.on_request(
+            &mut raw,
+            0,
+            1,
+            Request {
+                client: 5,
+                seq: 3,
+                op: big,
+                consistency: Consistency::Linearizable,
+            },
+        );
+        let results: Vec<_> = kv
+            .take_responses()
+            .into_iter()
+            .map(|(_, r)| r.result)
+            .collect();
+        assert_eq!(
+            results,
+            vec![
+                Err(KvError::WrongLeader { leader: 0 }),
+                Err(KvError::WrongLeader { leader: 0 }),
+                Err(KvError::KeyTooLarge)
+            ]
+        );
+    }
+
+    /// Requests that wait too long are answered Timeout, so nothing waits forever.
+    #[test]
+    fn waiting_is_bounded_in_time() {
+        let mut raw =
+            RawNode::new(Config::new(1, 1, vec![1, 2, 3], 9), Restore::default()).expect("valid");
+        let config = KvServerConfig {
+            request_timeout_ticks: 5,
+            ..KvServerConfig::default()
+        };
+        let mut kv = KvServer::new(config);
+        // Pretend a leader is known so the read is forwarded and then never answered.
+        raw.step(crate::raft::Message {
+            group: 1,
+            from: 2,
+            to: 1,
+            term: 1,
+            body: crate::raft::MessageBody::Heartbeat {
+                commit: 0,
+                read_round: 0,
+            },
+        })
+        .expect("valid");
+        let get = Op::Get {
+            key: Bytes::from_static(b"k"),
+        };
+        kv.on_request(
+            &mut raw,
+            0,
+            1,
+            Request {
+                client: 5,
+                seq: 1,
+                op: get,
+                consistency: Consistency::Linearizable,
+            },
+        );
+        assert_eq!(kv.pending_requests(), 1);
+        for _ in 0..6 {
+            kv.tick();
+        }
+        let results: Vec<_> = kv
+            .take_responses()
+            .into_iter()
+            .map(|(_, r)| r.result)
+            .collect();
+        assert_eq!(results, vec![Err(KvError::Timeout)]);
+        assert_eq!(kv.pending_requests(), 0);
+    }
+}
