@@ -7,11 +7,52 @@
 //! record to Raft.
 //!
 //! # Layout
+//! - [`wal`]: the per-core write-ahead log: [`Wal::open`] (recovery), [`Wal::append`] (group
+//!   commit: one `fdatasync` per batch of many groups' records), [`Wal::entries`] (cache, else
+//!   disk with checksums verified), hard states, compaction, segment rotation and deletion,
+//!   and the groups to ask for a snapshot. Its module docs give the design: batches, the
+//!   rewritten partial block, checkpoints, deletion, poisoning.
+//! - [`segment`]: segment files: names (`wal-00000001.seg`), the 64-byte header, creating and
+//!   preallocating one durably.
 //! - [`record`]: the WAL record format (header with length, checksums, group id and record type;
 //!   then the payload), its encode and decode, and the classification of a bad record found
 //!   during recovery as a torn tail (truncate and go on) or corruption (stop with an error).
+//! - [`uring`]: the WAL's I/O: an io_uring with a linked write and `fdatasync`, submitted
+//!   ([`uring::Ring::begin`]) and completed ([`uring::Ring::wait`], [`uring::Ring::poll`])
+//!   separately, and 4096-aligned buffers for `O_DIRECT`.
+//! - [`fault`]: named fault points (`wal.write`, `wal.fdatasync`, `wal.fallocate`, `wal.rotate`,
+//!   `snapshot.*`) that tests arm to fail one durability step, once or always.
+//! - [`snapshot`]: per-group snapshot files (temp name, fsync, rename, directory fsync), checked
+//!   in full when opened and read back in bounded chunks for InstallSnapshot.
 //!
 //! # Example
+//! ```
+//! use bytes::Bytes;
+//! use shardcore_storage::{HardState, LogRecord, Wal, WalConfig, WalEntry};
+//!
+//! let dir = std::env::temp_dir().join(format!("shardcore-doc-wal-{}", std::process::id()));
+//! let (mut wal, _) = Wal::open(&dir, WalConfig::new()).unwrap();
+//! let entry = |index| WalEntry { index, term: 2, kind: 0, data: Bytes::from("put k v") };
+//! // Two groups' records, durable after one fdatasync.
+//! wal.append(&[
+//!     LogRecord::Entries { group: 7, entries: vec![entry(1), entry(2), entry(3)] },
+//!     LogRecord::HardState { group: 7, state: HardState { term: 2, vote: 1, commit: 1 } },
+//!     LogRecord::Entries { group: 9, entries: vec![entry(1)] },
+//! ])
+//! .unwrap();
+//! // A follower's conflicting suffix: appending at 2 drops 2..=3 first.
+//! wal.append(&[LogRecord::Entries { group: 7, entries: vec![entry(2)] }]).unwrap();
+//! drop(wal);
+//!
+//! let (wal, recovery) = Wal::open(&dir, WalConfig::new()).unwrap();
+//! assert_eq!(recovery.groups, vec![7, 9]);
+//! assert_eq!(wal.last_index(7), Some(2));
+//! assert_eq!(wal.entries(7, 1, 2).unwrap()[1].data, "put k v");
+//! assert_eq!(wal.hard_state(7).map(|h| h.commit), Some(1));
+//! std::fs::remove_dir_all(&dir).unwrap();
+//! ```
+//!
+//! The record layer alone, and its torn-versus-corrupt rule:
 //! ```
 //! use shardcore_storage::record::{encode_record, scan, ReadOutcome, RecordKind, SegmentState};
 //!
@@ -30,27 +71,38 @@
 //! ```
 //!
 //! # What exists and what comes
-//! Built now: the record format and the torn-versus-corrupt rule, tested against truncation at
-//! every byte and a flipped bit at every position.
+//! Built now: the WAL (segments preallocated and appended through io_uring with `O_DIRECT`,
+//! group commit, hard states, truncations, compaction, rotation with checkpoints, deletion of
+//! segments every group's snapshot has passed, reads from a cache or mmap/pread with checksums
+//! verified, recovery with torn-tail truncation and corruption refused with file and offset,
+//! poisoning after a failed write or sync); snapshot files; fault points. Tested by cutting the
+//! last segment at every byte, flipping a bit in every byte of a segment, failing each
+//! durability step, and a kill -9 loop (`tests/crash_loop.rs`).
 //!
-//! Not built yet (arrives with the server):
-//! - segments: preallocated files of a named size, appended through io_uring, sealed when full,
-//!   read back through memmap2 once sealed; a segment is deleted once every group's snapshot has
-//!   passed its last entry;
-//! - group commit: a core gathers the Readies of all its groups into one write and one
-//!   `fdatasync`, and reports `persisted` to each group when it completes;
-//! - hard state (term, vote, commit) records and snapshot files (written to a temporary name,
-//!   synced, renamed, directory synced);
-//! - crash recovery: scan the segments in order, truncate a torn tail, refuse to start on
-//!   corruption with the segment, offset and reason, and rebuild each group's `Restore`;
-//! - named fault points (write, checksum, fsync, rename, directory fsync) for the fault-injection
-//!   tests.
+//! Not built yet:
+//! - completions polled by the core's runtime: the I/O layer submits and completes separately,
+//!   but [`Wal::append`] still blocks until its batch is durable;
+//! - preallocating the next segment ahead of need, so a rotation does not wait on `fallocate`
+//!   and two `fsync`s inside an append;
+//! - reading a torn batch whose later sectors landed before its first (out-of-order sector
+//!   writes at power loss): the envelope then reads as damaged with data after it, which is
+//!   refused as corruption rather than truncated (safe; needs an operator).
 //!
-//! The crate will depend on an io_uring runtime and memmap2, never on the Raft core: it stores
-//! bytes tagged with group ids and leaves their meaning to `shardcore`.
+//! The crate depends on io_uring (directly, not through the `io/` runtime) and memmap2, never on
+//! the Raft core: it stores bytes tagged with group ids and leaves their meaning to `shardcore`.
 #![deny(missing_docs)]
 
+pub mod fault;
 pub mod record;
+pub mod segment;
+pub mod snapshot;
+pub mod uring;
+pub mod wal;
+
+pub use fault::{FaultKind, FaultPoints, FaultRepeat};
+pub use wal::{
+    AppendStats, HardState, LogRecord, Recovery, TornTail, Wal, WalConfig, WalEntry, WalError,
+};
 
 pub use record::{
     encode_record, read_record, scan, Damage, DamageReason, ReadOutcome, Record, RecordHeader,

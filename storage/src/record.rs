@@ -63,16 +63,31 @@ pub enum RecordKind {
     /// One group's hard state (term, vote, commit).
     HardState = 2,
     /// One group's snapshot was persisted at an index: its entries up to there are no longer
-    /// needed, and segments wholly behind every group's snapshot can be deleted.
+    /// needed, and segments wholly behind every group's snapshot can be deleted. The WAL's
+    /// `LogRecord::Compact` is written as this kind.
     Snapshot = 3,
+    /// One group's log is cut: its entries at and after an index are dropped (a follower's
+    /// conflicting suffix, Raft §5.3).
+    Truncate = 4,
+    /// The envelope of one group-commit write: its payload gives the extent and checksum of
+    /// the records that follow it (the batch body), so that recovery takes a batch whole or
+    /// not at all, and can tell a torn batch from corruption by the batch's extent. Its group is 0.
+    Batch = 5,
+    /// One group's state in a segment's checkpoint (the start of its first batch): its hard
+    /// state, compaction point and the range of its live entries, so that a segment can be
+    /// deleted without losing the only copy of any of them.
+    GroupState = 6,
 }
 
 impl RecordKind {
     /// Every kind, in wire order.
-    pub const ALL: [RecordKind; 3] = [
+    pub const ALL: [RecordKind; 6] = [
         RecordKind::Entries,
         RecordKind::HardState,
         RecordKind::Snapshot,
+        RecordKind::Truncate,
+        RecordKind::Batch,
+        RecordKind::GroupState,
     ];
 
     /// The kind a type byte names, if any.
@@ -185,6 +200,27 @@ pub enum DamageReason {
         expected: u32,
         /// The checksum of the payload's bytes.
         computed: u32,
+    },
+    /// The segment ends inside a batch body (the records a [`RecordKind::Batch`] announces).
+    BatchCut {
+        /// The announced body length.
+        body_bytes: u64,
+        /// The body bytes present.
+        available_bytes: usize,
+    },
+    /// A batch body's checksum does not match its bytes.
+    BatchChecksum {
+        /// The checksum stored in the batch record.
+        expected: u32,
+        /// The checksum of the body's bytes.
+        computed: u32,
+    },
+    /// A record whose checksums hold but whose contents no writer produces (a payload of the
+    /// wrong size for its kind, a record outside a batch, a log transition that is not
+    /// allowed): written as it is, so not torn.
+    Malformed {
+        /// What is wrong, in a phrase.
+        what: &'static str,
     },
 }
 
@@ -358,9 +394,9 @@ pub fn scan(segment: &[u8], state: SegmentState) -> (Vec<Record<'_>>, ReadOutcom
     }
 }
 
-/// Torn or corrupt: a damaged record is torn only at the end of the open segment, that is, when
-/// nothing was written after its extent (`extent_end`).
-fn judge(
+/// Torn or corrupt: a damaged record (or batch) is torn only at the end of the open segment,
+/// that is, when nothing was written after its extent (`extent_end`).
+pub fn judge(
     segment: &[u8],
     state: SegmentState,
     offset: usize,
@@ -375,7 +411,8 @@ fn judge(
     }
 }
 
-fn all_zero(bytes: &[u8]) -> bool {
+/// Whether every byte is zero (never written, in a preallocated segment).
+pub fn all_zero(bytes: &[u8]) -> bool {
     bytes.iter().all(|b| *b == 0)
 }
 
@@ -416,6 +453,18 @@ impl fmt::Display for DamageReason {
                 f,
                 "payload checksum mismatch: stored {expected:#010x}, computed {computed:#010x}"
             ),
+            DamageReason::BatchCut {
+                body_bytes,
+                available_bytes,
+            } => write!(
+                f,
+                "segment ends {available_bytes} bytes into a {body_bytes}-byte batch"
+            ),
+            DamageReason::BatchChecksum { expected, computed } => write!(
+                f,
+                "batch checksum mismatch: stored {expected:#010x}, computed {computed:#010x}"
+            ),
+            DamageReason::Malformed { what } => write!(f, "malformed record: {what}"),
         }
     }
 }

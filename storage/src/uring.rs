@@ -1,0 +1,433 @@
+//! The WAL's I/O layer: an io_uring with a write linked to an `fdatasync`, submitted by
+//! [`Ring::begin`] and completed by [`Ring::wait`] (or [`Ring::poll`]), and the 4096-aligned
+//! buffers that `O_DIRECT` writes need.
+//!
+//! Submission and completion are separate so that a thread-per-core runtime can submit a batch,
+//! go on with other work, and poll for the completion; the WAL's public `append` calls both
+//! back to back for now. The ring owns each in-flight buffer until its operations complete (and
+//! waits for them when dropped), so the kernel never reads memory that was freed or reused.
+
+use std::alloc::{self, Layout};
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::RawFd;
+use std::ptr::NonNull;
+
+use io_uring::{opcode, squeue, types, IoUring};
+
+/// The alignment and size unit of `O_DIRECT` I/O. Why 4096: it is the logical block size of
+/// every device and page size we run on, and a multiple of the 512-byte sector; a buffer,
+/// offset and length aligned to it satisfy `O_DIRECT` everywhere.
+pub const BLOCK_BYTES: usize = 4096;
+
+/// Submission queue entries. Why 8: one append needs two (a write and its `fdatasync`), and a
+/// core keeps at most a few appends in flight.
+const RING_ENTRIES: u32 = 8;
+
+/// A zero-initialised byte buffer whose start is aligned to [`BLOCK_BYTES`].
+pub struct AlignedBuf {
+    ptr: NonNull<u8>,
+    len: usize,
+    capacity: usize,
+}
+
+// SAFETY: the buffer owns its allocation outright, like a `Vec<u8>`.
+unsafe impl Send for AlignedBuf {}
+
+impl AlignedBuf {
+    /// An empty buffer; allocates on first growth.
+    pub fn new() -> AlignedBuf {
+        AlignedBuf {
+            ptr: NonNull::dangling(),
+            len: 0,
+            capacity: 0,
+        }
+    }
+
+    /// The bytes written so far.
+    pub fn as_slice(&self) -> &[u8] {
+        if self.capacity == 0 {
+            return &[];
+        }
+        // SAFETY: `ptr` is valid for `capacity >= len` initialised bytes.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// The buffer's length.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether it holds no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Empties the buffer, keeping its allocation.
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Appends `bytes`.
+    pub fn extend_from_slice(&mut self, bytes: &[u8]) {
+        self.reserve(bytes.len());
+        // SAFETY: `reserve` made room for `bytes.len()` more bytes after `len`; a slice cannot
+        // overlap this buffer's allocation, which nothing else borrows mutably.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.ptr.as_ptr().add(self.len),
+                bytes.len(),
+            );
+        }
+        self.len += bytes.len();
+    }
+
+    /// Appends zeros up to the next multiple of [`BLOCK_BYTES`].
+    pub fn pad_to_block(&mut self) {
+        let padded = self.len.next_multiple_of(BLOCK_BYTES);
+        self.reserve(padded - self.len);
+        // SAFETY: room was reserved above.
+        unsafe { std::ptr::write_bytes(self.ptr.as_ptr().add(self.len), 0, padded - self.len) };
+        self.len = padded;
+    }
+
+    fn reserve(&mut self, additional: usize) {
+        let needed = self
+            .len
+            .checked_add(additional)
+            .expect("buffer size overflow");
+        if needed <= self.capacity {
+            return;
+        }
+        let capacity = needed
+            .next_power_of_two()
+            .max(BLOCK_BYTES)
+            .next_multiple_of(BLOCK_BYTES);
+        let layout = Layout::from_size_align(capacity, BLOCK_BYTES).expect("valid layout");
+        // SAFETY: `layout` has a non-zero size.
+        let ptr = unsafe { alloc::alloc_zeroed(layout) };
+        let Some(ptr) = NonNull::new(ptr) else {
+            alloc::handle_alloc_error(layout)
+        };
+        if self.capacity > 0 {
+            // SAFETY: both allocations are valid for `len` bytes and distinct.
+            unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr(), ptr.as_ptr(), self.len) };
+            self.free();
+        }
+        self.ptr = ptr;
+        self.capacity = capacity;
+    }
+
+    fn free(&mut self) {
+        let layout = Layout::from_size_align(self.capacity, BLOCK_BYTES).expect("valid layout");
+        // SAFETY: allocated in `reserve` with this very layout.
+        unsafe { alloc::dealloc(self.ptr.as_ptr(), layout) };
+    }
+}
+
+impl Default for AlignedBuf {
+    fn default() -> AlignedBuf {
+        AlignedBuf::new()
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        if self.capacity > 0 {
+            self.free();
+        }
+    }
+}
+
+/// Which step of a submitted write failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// The write of the buffer.
+    Write,
+    /// The `fdatasync` linked after it.
+    Fdatasync,
+}
+
+/// One submission: write `buf[..write_bytes]` at `offset` of `fd`, then (when `sync`)
+/// `fdatasync` the file, linked so the sync runs only after the whole write succeeded.
+pub struct WriteRequest {
+    /// The file, opened with `O_DIRECT`; it must stay open until the request completes.
+    pub fd: RawFd,
+    /// Where the write starts; a multiple of [`BLOCK_BYTES`].
+    pub offset: u64,
+    /// How many bytes of the buffer to write; a multiple of [`BLOCK_BYTES`].
+    pub write_bytes: usize,
+    /// Whether to link an `fdatasync` after the write.
+    pub sync: Sync,
+}
+
+/// Whether a write is followed by an `fdatasync`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sync {
+    /// Link an `fdatasync(fd)` after the write.
+    Fdatasync,
+    /// Write only.
+    None,
+}
+
+/// A submitted request, to pass to [`Ring::wait`] or [`Ring::poll`].
+#[derive(Debug, PartialEq, Eq, Hash)]
+#[must_use = "a submitted request must be waited for"]
+pub struct Ticket(u64);
+
+/// A completed request: its buffer back, and how it went.
+pub struct Completion {
+    /// The buffer that was written, returned for reuse.
+    pub buf: AlignedBuf,
+    /// `Ok` when the write (and its sync, if any) completed in full.
+    pub result: Result<(), (Step, io::Error)>,
+}
+
+struct InFlight {
+    buf: AlignedBuf,
+    write_bytes: usize,
+    sync: Sync,
+    write_result: Option<i32>,
+    sync_result: Option<i32>,
+}
+
+impl InFlight {
+    fn done(&self) -> bool {
+        self.write_result.is_some() && (self.sync == Sync::None || self.sync_result.is_some())
+    }
+
+    fn outcome(&self) -> Result<(), (Step, io::Error)> {
+        let written = self.write_result.expect("done");
+        if written < 0 {
+            return Err((Step::Write, io::Error::from_raw_os_error(-written)));
+        }
+        if written as usize != self.write_bytes {
+            let message = format!("short write: {written} of {} bytes", self.write_bytes);
+            return Err((
+                Step::Write,
+                io::Error::new(io::ErrorKind::WriteZero, message),
+            ));
+        }
+        match self.sync_result {
+            Some(synced) if synced < 0 => {
+                Err((Step::Fdatasync, io::Error::from_raw_os_error(-synced)))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// An io_uring for one WAL; see the module docs.
+pub struct Ring {
+    ring: IoUring,
+    next_ticket: u64,
+    in_flight: HashMap<u64, InFlight>,
+}
+
+const SYNC_BIT: u64 = 1;
+
+impl Ring {
+    /// A new ring.
+    pub fn new() -> io::Result<Ring> {
+        Ok(Ring {
+            ring: IoUring::new(RING_ENTRIES)?,
+            next_ticket: 0,
+            in_flight: HashMap::new(),
+        })
+    }
+
+    /// A new ring that keeps a reference to `fd`'s open file (as a registered file) until the
+    /// kernel has torn the ring down, after its last request completed, even when the process
+    /// was killed. The WAL passes its lock file: a killed process's writes can still be in
+    /// flight after it was reaped, and a successor that waits for the lock cannot read (or
+    /// write) the log before they have landed.
+    pub fn holding(fd: RawFd) -> io::Result<Ring> {
+        let ring = Ring::new()?;
+        ring.ring.submitter().register_files(&[fd])?;
+        Ok(ring)
+    }
+
+    /// Submits `request` over `buf` without waiting for it. The ring keeps `buf` until the
+    /// request completes. On a submission error nothing was submitted and `buf` comes back.
+    pub fn begin(
+        &mut self,
+        request: WriteRequest,
+        buf: AlignedBuf,
+    ) -> Result<Ticket, (AlignedBuf, io::Error)> {
+        assert_eq!(request.offset % BLOCK_BYTES as u64, 0, "unaligned offset");
+        assert_eq!(request.write_bytes % BLOCK_BYTES, 0, "unaligned length");
+        assert!(request.write_bytes <= buf.len(), "write past the buffer");
+        let Ok(write_len) = u32::try_from(request.write_bytes) else {
+            let error = io::Error::new(io::ErrorKind::InvalidInput, "write over 4 GiB");
+            return Err((buf, error));
+        };
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        let fd = types::Fd(request.fd);
+        let write = opcode::Write::new(fd, buf.as_slice().as_ptr(), write_len)
+            .offset(request.offset)
+            .build()
+            .user_data(ticket << 1);
+        let mut entries = vec![write];
+        if request.sync == Sync::Fdatasync {
+            entries[0] = entries[0].clone().flags(squeue::Flags::IO_LINK);
+            let sync = opcode::Fsync::new(fd)
+                .flags(types::FsyncFlags::DATASYNC)
+                .build()
+                .user_data(ticket << 1 | SYNC_BIT);
+            entries.push(sync);
+        }
+        // SAFETY: the buffer the write reads is moved into `in_flight` below and stays there,
+        // unmoved in memory (its heap allocation does not move with the struct), until both
+        // completions are reaped; `Drop` waits for them. The caller keeps `fd` open.
+        let pushed = unsafe { self.ring.submission().push_multiple(&entries) };
+        if pushed.is_err() {
+            let error = io::Error::new(io::ErrorKind::WouldBlock, "io_uring submission queue full");
+            return Err((buf, error));
+        }
+        self.in_flight.insert(
+            ticket,
+            InFlight {
+                buf,
+                write_bytes: request.write_bytes,
+                sync: request.sync,
+                write_result: None,
+                sync_result: None,
+            },
+        );
+        // A failed enter (EAGAIN, EBUSY, EINTR) leaves the entries queued: `wait` enters again
+        // and submits them, so the request still completes and reports its own result.
+        let _ = self.ring.submit();
+        Ok(Ticket(ticket))
+    }
+
+    /// The request's completion if it has completed, without blocking.
+    pub fn poll(&mut self, ticket: &Ticket) -> Option<Completion> {
+        self.reap();
+        self.take_if_done(ticket)
+    }
+
+    /// Blocks until the request completes.
+    pub fn wait(&mut self, ticket: Ticket) -> Completion {
+        loop {
+            if let Some(completion) = self.poll(&ticket) {
+                return completion;
+            }
+            self.enter_and_wait();
+        }
+    }
+
+    fn take_if_done(&mut self, ticket: &Ticket) -> Option<Completion> {
+        if !self.in_flight.get(&ticket.0)?.done() {
+            return None;
+        }
+        let in_flight = self.in_flight.remove(&ticket.0).expect("present");
+        let result = in_flight.outcome();
+        Some(Completion {
+            buf: in_flight.buf,
+            result,
+        })
+    }
+
+    fn enter_and_wait(&mut self) {
+        match self.ring.submit_and_wait(1) {
+            Ok(_) => {}
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            // EBUSY: the completion queue is full, and reaping (the next poll) makes room;
+            // EAGAIN: the kernel was short of memory for a moment.
+            Err(error) if matches!(error.raw_os_error(), Some(libc::EBUSY | libc::EAGAIN)) => {}
+            Err(error) => panic!("io_uring_enter failed with requests in flight: {error}"),
+        }
+    }
+
+    fn reap(&mut self) {
+        for cqe in self.ring.completion() {
+            let ticket = cqe.user_data() >> 1;
+            let Some(in_flight) = self.in_flight.get_mut(&ticket) else {
+                continue;
+            };
+            if cqe.user_data() & SYNC_BIT == 0 {
+                in_flight.write_result = Some(cqe.result());
+            } else {
+                in_flight.sync_result = Some(cqe.result());
+            }
+        }
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        // The kernel may still read in-flight buffers: keep them until it is done.
+        while self.in_flight.values().any(|f| !f.done()) {
+            self.reap();
+            if self.in_flight.values().all(|f| f.done()) {
+                break;
+            }
+            self.enter_and_wait();
+        }
+        // Nothing is in flight: drop the registered file (the WAL's lock) now, synchronously,
+        // rather than when the kernel's deferred teardown of the ring gets to it, so that a
+        // `Wal` opened right after this one was dropped does not wait for the lock.
+        let _ = self.ring.submitter().unregister_files();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    /// Aligned buffers start on a block boundary, grow keeping their bytes, and pad with zeros.
+    #[test]
+    fn aligned_buffers() {
+        let mut buf = AlignedBuf::new();
+        assert!(buf.is_empty());
+        buf.extend_from_slice(b"abc");
+        buf.pad_to_block();
+        assert_eq!(buf.len(), BLOCK_BYTES);
+        assert_eq!(buf.as_slice().as_ptr() as usize % BLOCK_BYTES, 0);
+        buf.extend_from_slice(&[7u8; 3 * BLOCK_BYTES]);
+        assert_eq!(&buf.as_slice()[..4], b"abc\0");
+        assert_eq!(buf.as_slice().as_ptr() as usize % BLOCK_BYTES, 0);
+        buf.clear();
+        buf.extend_from_slice(b"x");
+        assert_eq!(buf.as_slice(), b"x");
+    }
+
+    /// A linked write and fdatasync on an O_DIRECT file lands the bytes; begin and wait are
+    /// separate, and poll does not block.
+    #[test]
+    fn write_then_fdatasync_through_the_ring() {
+        let path = std::env::temp_dir().join(format!("shardcore-uring-{}", std::process::id()));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(&path)
+            .unwrap();
+        let mut ring = Ring::new().unwrap();
+        let mut buf = AlignedBuf::new();
+        buf.extend_from_slice(b"hello ring");
+        buf.pad_to_block();
+        let request = WriteRequest {
+            fd: file.as_raw_fd(),
+            offset: BLOCK_BYTES as u64,
+            write_bytes: BLOCK_BYTES,
+            sync: Sync::Fdatasync,
+        };
+        let ticket = ring.begin(request, buf).map_err(|(_, e)| e).unwrap();
+        let completion = match ring.poll(&ticket) {
+            Some(completion) => completion,
+            None => ring.wait(ticket),
+        };
+        completion.result.unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(bytes.len(), 2 * BLOCK_BYTES);
+        assert_eq!(&bytes[BLOCK_BYTES..BLOCK_BYTES + 10], b"hello ring");
+    }
+}
