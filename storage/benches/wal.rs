@@ -1,0 +1,558 @@
+//! The WAL's append and recovery speed against the device's, in one run:
+//! `cargo bench -p shardcore-storage --bench wal`.
+//!
+//! Prints, for 128 B, 1 KiB and 16 KiB records at batch sizes 1, 16, 64, 256 and 1024:
+//! - **WAL**: appends/s and MB/s of payload through `Wal::append` (one `fdatasync` per call), a
+//!   batch's records spread over 8 groups;
+//! - **raw**: the same payload bytes per write (rounded up to 4096) as plain sequential
+//!   `O_DIRECT` writes from an aligned buffer into an already-written file, each linked to an
+//!   `fdatasync` through io_uring, no format: what the device gives;
+//! - **ratio**: WAL MB/s over raw MB/s. Targets: >= 80% at batch >= 64, and >= 1,000,000
+//!   appends/s of 128 B records at batch 1024.
+//!
+//! Then recovery: a 1 GiB log written, the page cache dropped (best effort; the output says
+//! whether it was), and the time to reopen it; target >= 1 GB/s. The same bytes are also
+//! scanned by `record::scan` straight from the files, the format's own decode speed.
+//!
+//! Numbers only, never pass or fail (DESIGN.md, tests layer 6). Files go to a temporary directory
+//! under cargo's target dir (`CARGO_TARGET_TMPDIR`; `SHARDCORE_BENCH_DIR` overrides), which is on
+//! a real disk unless the target dir is on tmpfs (the output warns), and are removed at the end.
+
+use std::alloc::{self, Layout};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use io_uring::{opcode, squeue, types, IoUring};
+use shardcore_storage::record::{encode_record, scan, ReadOutcome, RecordKind, SegmentState};
+
+/// Record sizes measured, in bytes.
+const RECORD_BYTES: [usize; 3] = [128, 1024, 16 << 10];
+/// Batch sizes measured, in records per append.
+const BATCH_RECORDS: [usize; 5] = [1, 16, 64, 256, 1024];
+/// The groups a batch's records are spread over.
+const GROUPS: u64 = 8;
+/// How long one round of a cell measures, at most. Why 1 s: 15 cells, measured [`ROUNDS`] times
+/// each for the WAL and the raw baseline, stay near a minute and a half, and a second holds
+/// hundreds of `fdatasync`s even on a slow disk.
+const CELL_TIME: Duration = Duration::from_secs(1);
+/// Rounds per cell; the best is reported. Why 3: this is a shared machine (2 cores, other
+/// builds running), and the best of three is stable where a single round is not.
+const ROUNDS: usize = 3;
+/// How many payload bytes one cell writes, at most: the fast cells stop here, not at the time.
+const CELL_MAX_PAYLOAD_BYTES: usize = 256 << 20;
+/// The fewest writes a cell makes, so that even 16 MiB writes average over a few.
+const CELL_MIN_WRITES: usize = 4;
+/// The raw baseline's file: written in full once before measuring, and then overwritten from the
+/// start round and round, so that an `fdatasync` carries data only and no block allocation.
+const RAW_FILE_BYTES: usize = 256 << 20;
+/// `O_DIRECT` alignment of buffers, offsets and lengths.
+const BLOCK_BYTES: usize = 4096;
+/// The recovery log's size: 1 GiB.
+const RECOVERY_LOG_BYTES: usize = 1 << 30;
+
+fn main() {
+    // `cargo bench` passes `--bench`; a filter or `--list` from a harness is not supported.
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let dir = bench_dir();
+    println!(
+        "shardcore-storage WAL benchmark; files in {}",
+        dir.display()
+    );
+    println!("{}", describe_filesystem(&dir));
+    let raw = RawBaseline::new(&dir.join("raw.dat")).expect("raw baseline file");
+    println!();
+    println!(
+        "{:>8} {:>6} | {:>12} {:>10} | {:>12} {:>10} | {:>6}",
+        "record", "batch", "WAL app/s", "WAL MB/s", "raw writes/s", "raw MB/s", "ratio"
+    );
+    for record_bytes in RECORD_BYTES {
+        for batch_records in BATCH_RECORDS {
+            // WAL and raw alternate, so that a burst of load from elsewhere on the machine
+            // hits both; each side keeps its best round.
+            let mut best: Option<(Cell, Cell)> = None;
+            for _ in 0..ROUNDS {
+                let raw_cell = raw.measure(record_bytes, batch_records).expect("raw cell");
+                let wal_cell = wal::measure(&dir.join("wal-cell"), record_bytes, batch_records);
+                best = Some(match best {
+                    None => (wal_cell, raw_cell),
+                    Some((w, r)) => (w.faster(wal_cell), r.faster(raw_cell)),
+                });
+            }
+            let (wal_cell, raw_cell) = best.expect("at least one round");
+            print_row(record_bytes, batch_records, wal_cell, raw_cell);
+        }
+    }
+    drop(raw);
+    println!();
+    recovery(&dir);
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// One measured cell.
+#[derive(Clone, Copy, Debug)]
+struct Cell {
+    /// Appends (records) for the WAL, writes for the raw baseline.
+    operations: usize,
+    payload_bytes: usize,
+    elapsed: Duration,
+}
+
+impl Cell {
+    fn per_second(&self) -> f64 {
+        self.operations as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn faster(self, other: Cell) -> Cell {
+        if other.megabytes_per_second() > self.megabytes_per_second() {
+            other
+        } else {
+            self
+        }
+    }
+
+    fn megabytes_per_second(&self) -> f64 {
+        self.payload_bytes as f64 / self.elapsed.as_secs_f64() / 1e6
+    }
+}
+
+fn print_row(record_bytes: usize, batch_records: usize, wal: Cell, raw: Cell) {
+    println!(
+        "{:>8} {:>6} | {:>12.0} {:>10.1} | {:>12.0} {:>10.1} | {:>5.0}%",
+        size_name(record_bytes),
+        batch_records,
+        wal.per_second(),
+        wal.megabytes_per_second(),
+        raw.per_second(),
+        raw.megabytes_per_second(),
+        100.0 * wal.megabytes_per_second() / raw.megabytes_per_second()
+    );
+    io::stdout().flush().ok();
+}
+
+fn size_name(bytes: usize) -> String {
+    match bytes {
+        b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{} KiB", b >> 10),
+        b => format!("{b} B"),
+    }
+}
+
+/// The raw baseline: O_DIRECT writes, each linked to an fdatasync, through io_uring.
+struct RawBaseline {
+    file: File,
+    path: PathBuf,
+    ring: IoUring,
+    buffer: AlignedBuffer,
+}
+
+impl RawBaseline {
+    fn new(path: &Path) -> io::Result<RawBaseline> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path)?;
+        let largest_write_bytes = round_up(RECORD_BYTES[2] * BATCH_RECORDS[4]);
+        let mut buffer = AlignedBuffer::new(largest_write_bytes);
+        // Not zeros: a device or file system that special-cases zero blocks must not flatter
+        // the baseline.
+        for (i, byte) in buffer.as_mut_slice().iter_mut().enumerate() {
+            *byte = (i % 251) as u8 + 1;
+        }
+        let mut written_bytes = 0;
+        while written_bytes < RAW_FILE_BYTES {
+            let piece =
+                &buffer.as_slice()[..largest_write_bytes.min(RAW_FILE_BYTES - written_bytes)];
+            std::os::unix::fs::FileExt::write_all_at(&file, piece, written_bytes as u64)?;
+            written_bytes += piece.len();
+        }
+        file.sync_all()?;
+        Ok(RawBaseline {
+            file,
+            path: path.to_path_buf(),
+            ring: IoUring::new(8)?,
+            buffer,
+        })
+    }
+
+    fn measure(&self, record_bytes: usize, batch_records: usize) -> io::Result<Cell> {
+        let payload_bytes = record_bytes * batch_records;
+        let write_bytes = round_up(payload_bytes);
+        let mut cell = Cell {
+            operations: 0,
+            payload_bytes: 0,
+            elapsed: Duration::ZERO,
+        };
+        let mut offset = 0;
+        let start = Instant::now();
+        while cell.operations < CELL_MIN_WRITES
+            || (start.elapsed() < CELL_TIME && cell.payload_bytes < CELL_MAX_PAYLOAD_BYTES)
+        {
+            if offset + write_bytes > RAW_FILE_BYTES {
+                offset = 0;
+            }
+            self.write_synced(offset, write_bytes)?;
+            offset += write_bytes;
+            cell.operations += 1;
+            cell.payload_bytes += payload_bytes;
+        }
+        cell.elapsed = start.elapsed();
+        Ok(cell)
+    }
+
+    /// One write of `length_bytes` at `offset`, linked to an fdatasync; waits for both.
+    fn write_synced(&self, offset: usize, length_bytes: usize) -> io::Result<()> {
+        let fd = types::Fd(self.file.as_raw_fd());
+        let write = opcode::Write::new(fd, self.buffer.as_slice().as_ptr(), length_bytes as u32)
+            .offset(offset as u64)
+            .build()
+            .flags(squeue::Flags::IO_LINK)
+            .user_data(1);
+        let fsync = opcode::Fsync::new(fd)
+            .flags(types::FsyncFlags::DATASYNC)
+            .build()
+            .user_data(2);
+        // SAFETY: the buffer outlives the operations: this function waits for both completions
+        // before it returns, and `self` (which owns the buffer) is borrowed throughout.
+        unsafe {
+            // The ring is used by one thread, one write at a time; `submission_shared` avoids
+            // needing `&mut self` for the queue.
+            let mut queue = self.ring.submission_shared();
+            queue.push(&write).map_err(io::Error::other)?;
+            queue.push(&fsync).map_err(io::Error::other)?;
+        }
+        self.ring.submit_and_wait(2)?;
+        // SAFETY: as above, one thread uses the ring.
+        let completions: Vec<_> = unsafe { self.ring.completion_shared() }.collect();
+        assert_eq!(completions.len(), 2, "a write and its fdatasync complete");
+        for completion in completions {
+            let result = completion.result();
+            if result < 0 {
+                return Err(io::Error::from_raw_os_error(-result));
+            }
+            if completion.user_data() == 1 && result as usize != length_bytes {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "short O_DIRECT write",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RawBaseline {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// A zeroed buffer aligned to [`BLOCK_BYTES`], as O_DIRECT needs.
+struct AlignedBuffer {
+    ptr: *mut u8,
+    layout: Layout,
+}
+
+impl AlignedBuffer {
+    fn new(length_bytes: usize) -> AlignedBuffer {
+        let layout = Layout::from_size_align(length_bytes, BLOCK_BYTES).expect("layout");
+        // SAFETY: the layout has a non-zero size.
+        let ptr = unsafe { alloc::alloc_zeroed(layout) };
+        assert!(!ptr.is_null(), "out of memory");
+        AlignedBuffer { ptr, layout }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        // SAFETY: `ptr` is valid for `layout.size()` initialised bytes while `self` lives.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.layout.size()) }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as above, and `&mut self` makes this the only reference.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.layout.size()) }
+    }
+}
+
+impl Drop for AlignedBuffer {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout.
+        unsafe { alloc::dealloc(self.ptr, self.layout) }
+    }
+}
+
+fn round_up(bytes: usize) -> usize {
+    bytes.div_ceil(BLOCK_BYTES) * BLOCK_BYTES
+}
+
+/// The WAL side of the table and the recovery log.
+mod wal {
+    use super::*;
+    use bytes::Bytes;
+    use shardcore_storage::wal::{LogRecord, Wal, WalConfig, WalEntry};
+
+    /// A cell measured through `Wal::append` in a fresh WAL in `dir`, removed afterwards.
+    pub fn measure(dir: &Path, record_bytes: usize, batch_records: usize) -> Cell {
+        let _ = fs::remove_dir_all(dir);
+        let (mut wal, _) = Wal::open(dir, WalConfig::new()).expect("open a fresh WAL");
+        let mut batches = Batches::new(record_bytes, batch_records);
+        let mut cell = Cell {
+            operations: 0,
+            payload_bytes: 0,
+            elapsed: Duration::ZERO,
+        };
+        let start = Instant::now();
+        while cell.operations < CELL_MIN_WRITES * batch_records
+            || (start.elapsed() < CELL_TIME && cell.payload_bytes < CELL_MAX_PAYLOAD_BYTES)
+        {
+            wal.append(batches.next()).expect("append");
+            cell.operations += batch_records;
+            cell.payload_bytes += batch_records * record_bytes;
+        }
+        cell.elapsed = start.elapsed();
+        drop(wal);
+        let _ = fs::remove_dir_all(dir);
+        cell
+    }
+
+    /// Writes a log of at least `log_bytes` of 16 KiB entries in appends of 4 MiB; returns
+    /// the payload bytes written.
+    pub fn write_log(dir: &Path, log_bytes: usize) -> usize {
+        let (mut wal, _) = Wal::open(dir, WalConfig::new()).expect("open a fresh WAL");
+        let record_bytes = RECORD_BYTES[2];
+        let batch_records = 256;
+        let mut batches = Batches::new(record_bytes, batch_records);
+        let mut written_bytes = 0;
+        while written_bytes < log_bytes {
+            wal.append(batches.next()).expect("append");
+            written_bytes += record_bytes * batch_records;
+        }
+        written_bytes
+    }
+
+    /// Times `Wal::open` over the log in `dir`; returns the time, the records recovered and
+    /// the bytes of log scanned.
+    pub fn time_open(dir: &Path) -> (Duration, u64, u64) {
+        let start = Instant::now();
+        let (wal, recovery) = Wal::open(dir, WalConfig::new()).expect("recover the log");
+        let elapsed = start.elapsed();
+        drop(wal);
+        (elapsed, recovery.records, recovery.bytes)
+    }
+
+    /// Batches of `batch_records` entries of one size, spread round-robin over [`GROUPS`]
+    /// groups, built once and renumbered for each append so that building them costs the
+    /// measurement nothing but the new indexes.
+    struct Batches {
+        /// With 8 or more records per batch, one template holding every group; with fewer,
+        /// one template per group, taken in turn.
+        templates: Vec<Vec<LogRecord>>,
+        turn: usize,
+        next_index: [u64; GROUPS as usize],
+    }
+
+    impl Batches {
+        fn new(record_bytes: usize, batch_records: usize) -> Batches {
+            let data = Bytes::from(vec![0x5au8; record_bytes]);
+            let entries = |count| {
+                (0..count)
+                    .map(|_| WalEntry {
+                        index: 0,
+                        term: 1,
+                        kind: 0,
+                        data: data.clone(),
+                    })
+                    .collect::<Vec<_>>()
+            };
+            let groups = GROUPS as usize;
+            let templates = if batch_records >= groups {
+                assert_eq!(batch_records % groups, 0, "whole batches per group");
+                let per_group = batch_records / groups;
+                vec![(0..GROUPS)
+                    .map(|group| LogRecord::Entries {
+                        group,
+                        entries: entries(per_group),
+                    })
+                    .collect()]
+            } else {
+                (0..GROUPS)
+                    .map(|group| {
+                        vec![LogRecord::Entries {
+                            group,
+                            entries: entries(batch_records),
+                        }]
+                    })
+                    .collect()
+            };
+            Batches {
+                templates,
+                turn: 0,
+                next_index: [1; GROUPS as usize],
+            }
+        }
+
+        fn next(&mut self) -> &[LogRecord] {
+            let turn = self.turn;
+            self.turn = (turn + 1) % self.templates.len();
+            let batch = &mut self.templates[turn];
+            for record in batch.iter_mut() {
+                let LogRecord::Entries { group, entries } = record else {
+                    unreachable!("only entries are built");
+                };
+                let next = &mut self.next_index[*group as usize];
+                for entry in entries {
+                    entry.index = *next;
+                    *next += 1;
+                }
+            }
+            batch
+        }
+    }
+}
+
+/// Recovery: `Wal::open` over a 1 GiB log, from a cold page cache; and, for reference, the
+/// record format's own decode speed: `record::scan` over a 1 GiB set of plain record segments.
+fn recovery(dir: &Path) {
+    let log_dir = dir.join("recovery-wal");
+    let payload_bytes = wal::write_log(&log_dir, RECOVERY_LOG_BYTES);
+    let file_bytes = directory_bytes(&log_dir);
+    let cache = drop_page_cache(&log_dir);
+    let (elapsed, records, log_bytes) = wal::time_open(&log_dir);
+    println!(
+        "recovery: a WAL of {:.2} GiB of log ({:.2} GiB of entry data in 16 KiB entries; \
+         {:.2} GiB of preallocated files)",
+        log_bytes as f64 / (1u64 << 30) as f64,
+        payload_bytes as f64 / (1u64 << 30) as f64,
+        file_bytes as f64 / (1u64 << 30) as f64,
+    );
+    println!(
+        "  Wal::open:    {:>6.2} GB/s of log ({:.2} s, {records} records, {cache})",
+        log_bytes as f64 / elapsed.as_secs_f64() / 1e9,
+        elapsed.as_secs_f64()
+    );
+    let _ = fs::remove_dir_all(&log_dir);
+
+    let format_dir = dir.join("recovery-format");
+    fs::create_dir_all(&format_dir).expect("recovery dir");
+    write_format_log(&format_dir, RECOVERY_LOG_BYTES).expect("format log");
+    let cache = drop_page_cache(&format_dir);
+    let start = Instant::now();
+    let (records, scanned_bytes) = scan_directory(&format_dir).expect("scan");
+    let elapsed = start.elapsed();
+    println!(
+        "  record::scan: {:>6.2} GB/s ({:.2} s, {records} records, {cache}; read + check + \
+         decode of plain record segments, for reference)",
+        scanned_bytes as f64 / elapsed.as_secs_f64() / 1e9,
+        elapsed.as_secs_f64(),
+    );
+    let _ = fs::remove_dir_all(&format_dir);
+}
+
+/// Segments of 64 MiB holding 16 KiB Entries records over 8 groups, as the WAL will write.
+fn write_format_log(dir: &Path, log_bytes: usize) -> io::Result<()> {
+    const SEGMENT_BYTES: usize = 64 << 20;
+    let payload = vec![0x5au8; RECORD_BYTES[2]];
+    let mut segment = Vec::with_capacity(SEGMENT_BYTES);
+    for number in 0..log_bytes.div_ceil(SEGMENT_BYTES) {
+        segment.clear();
+        let mut group = 0;
+        while segment.len() + payload.len() + 24 <= SEGMENT_BYTES {
+            encode_record(group % GROUPS, RecordKind::Entries, &payload, &mut segment)
+                .expect("within the limit");
+            group += 1;
+        }
+        let mut file = File::create(dir.join(format!("{number:020}.seg")))?;
+        file.write_all(&segment)?;
+        file.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Reads every segment file in name order and scans it, the last one as open; returns the
+/// records found and the bytes read.
+fn scan_directory(dir: &Path) -> io::Result<(usize, usize)> {
+    let mut paths: Vec<PathBuf> = fs::read_dir(dir)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<io::Result<_>>()?;
+    paths.sort();
+    let mut records = 0;
+    let mut bytes = 0;
+    let mut buffer = Vec::new();
+    for (i, path) in paths.iter().enumerate() {
+        buffer.clear();
+        io::Read::read_to_end(&mut File::open(path)?, &mut buffer)?;
+        let state = if i + 1 == paths.len() {
+            SegmentState::Open
+        } else {
+            SegmentState::Sealed
+        };
+        let (found, end) = scan(&buffer, state);
+        assert!(
+            matches!(end, ReadOutcome::End),
+            "{}: {end:?}",
+            path.display()
+        );
+        records += found.len();
+        bytes += buffer.len();
+    }
+    Ok((records, bytes))
+}
+
+fn directory_bytes(dir: &Path) -> usize {
+    fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.metadata().ok())
+                .map(|m| m.len() as usize)
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Syncs `dir`'s files and drops the page cache; says whether the reads to come are cold.
+fn drop_page_cache(dir: &Path) -> &'static str {
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if let Ok(file) = File::open(entry.path()) {
+            let _ = file.sync_all();
+        }
+    }
+    // SAFETY: sync(2) has no preconditions.
+    unsafe { libc::sync() };
+    match fs::write("/proc/sys/vm/drop_caches", "3\n") {
+        Ok(()) => "page cache dropped",
+        Err(_) => "page cache NOT dropped (warm)",
+    }
+}
+
+/// The file system type of `dir`, with a warning for memory-backed ones.
+fn describe_filesystem(dir: &Path) -> String {
+    let path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).expect("path");
+    // SAFETY: `stat` is written by statfs before it is read; the path is NUL-terminated.
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(path.as_ptr(), &mut stat) } != 0 {
+        return "file system: unknown (statfs failed)".into();
+    }
+    match stat.f_type {
+        libc::TMPFS_MAGIC => "file system: tmpfs -- WARNING: memory, not a disk".into(),
+        libc::EXT4_SUPER_MAGIC => "file system: ext4".into(),
+        libc::XFS_SUPER_MAGIC => "file system: xfs".into(),
+        libc::BTRFS_SUPER_MAGIC => "file system: btrfs".into(),
+        other => format!("file system: type {other:#x}"),
+    }
+}
+
+fn bench_dir() -> PathBuf {
+    let base = std::env::var_os("SHARDCORE_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")));
+    let dir = base.join(format!("shardcore-wal-bench-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).expect("bench dir");
+    dir
+}
