@@ -341,3 +341,46 @@ fn a_needed_segment_removed_by_hand_is_refused() {
         other => panic!("{other:?}"),
     }
 }
+
+/// The next segment is made ahead of need, as a spare file of the full segment size, all
+/// zeros, that rotation renames into place (and a new spare is made). A spare a previous run
+/// left, whatever it holds (here a copy of a real segment), is removed at open, never read.
+#[test]
+fn rotation_takes_a_spare_made_ahead_and_recovery_ignores_a_leftover_one() {
+    let dir = TempDir::new("wal-spare");
+    let config = small_config(16 << 10);
+    let spare = dir.path().join(shardcore_storage::wal::SPARE_FILE_NAME);
+    let is_blank_segment = |path: &std::path::Path| {
+        let bytes = std::fs::read(path).unwrap();
+        bytes.len() as u64 == config.segment_bytes && bytes.iter().all(|b| *b == 0)
+    };
+    let (mut wal, _) = Wal::open(dir.path(), config.clone()).unwrap();
+    let mut model = Model::default();
+    let batch = [entries_record(1, 1, 1, 1, 1000)];
+    wal.append(&batch).unwrap();
+    model.apply(&batch);
+    drop(wal);
+    assert!(is_blank_segment(&spare), "a spare, made in full");
+
+    // A leftover spare holding a segment's bytes: removed, not recovered.
+    std::fs::copy(dir.path().join("wal-00000001.seg"), &spare).unwrap();
+    let (mut wal, recovery) = Wal::open(dir.path(), config.clone()).unwrap();
+    assert_eq!(recovery.torn_tail, None);
+    assert_eq!(wal.segment_numbers(), vec![1]);
+    model.check(&wal, "after a leftover spare");
+    let mut index = 2;
+    let mut rotations = 0;
+    while rotations < 3 {
+        let batch = [entries_record(1, index, 1, 1, 2000)];
+        rotations += usize::from(wal.append(&batch).unwrap().rotated);
+        model.apply(&batch);
+        index += 1;
+    }
+    assert_eq!(wal.segment_numbers(), vec![1, 2, 3, 4]);
+    model.check(&wal, "after rotations");
+    drop(wal);
+    assert!(is_blank_segment(&spare), "a new spare after each rotation");
+    let (wal, recovery) = Wal::open(dir.path(), config).unwrap();
+    assert_eq!(recovery.torn_tail, None);
+    model.check(&wal, "reopened");
+}

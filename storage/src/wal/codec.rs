@@ -17,7 +17,10 @@
 //! A batch is one `Batch` record followed by its body: the records of one `append`, preceded,
 //! in the first batch of a segment, by a checkpoint: one `GroupState` record per group.
 
-use crate::record::{encode_record, RecordKind, HEADER_BYTES, MAX_RECORD_BYTES};
+use crate::record::{
+    encode_record, read_record, ReadOutcome, RecordHeader, RecordKind, SegmentState, HEADER_BYTES,
+    MAX_RECORD_BYTES,
+};
 
 use super::{HardState, LogRecord, WalEntry, WalError};
 
@@ -292,25 +295,29 @@ fn encode_entries(group: u64, entries: &[WalEntry], out: &mut Vec<u8>) -> Result
     let limit = MAX_RECORD_BYTES as usize;
     let mut records = 0;
     let mut rest = entries;
-    let mut payload = Vec::new();
+    // Each record is encoded in place in `out`: its header's room first, then the payload,
+    // then the header (with the payload's checksum) over that room; one copy of the data.
     while let Some(first) = rest.first() {
-        payload.clear();
-        payload.extend_from_slice(&first.index.to_le_bytes());
-        payload.extend_from_slice(&0u32.to_le_bytes());
+        let start = out.len();
+        let payload_start = start + HEADER_BYTES;
+        out.resize(payload_start, 0);
+        out.extend_from_slice(&first.index.to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
         let mut count = 0usize;
         for entry in rest {
             let need = ENTRY_META_BYTES + entry.data.len();
-            if payload.len() + need > limit {
+            if out.len() - payload_start + need > limit {
                 break;
             }
             let length = u32::try_from(entry.data.len()).expect("under the record limit");
-            payload.extend_from_slice(&entry.term.to_le_bytes());
-            payload.push(entry.kind);
-            payload.extend_from_slice(&length.to_le_bytes());
-            payload.extend_from_slice(&entry.data);
+            out.extend_from_slice(&entry.term.to_le_bytes());
+            out.push(entry.kind);
+            out.extend_from_slice(&length.to_le_bytes());
+            out.extend_from_slice(&entry.data);
             count += 1;
         }
         if count == 0 {
+            out.truncate(start);
             return Err(WalError::Invalid(format!(
                 "entry {} of group {group} has {} bytes of data; the limit is {}",
                 first.index,
@@ -318,9 +325,14 @@ fn encode_entries(group: u64, entries: &[WalEntry], out: &mut Vec<u8>) -> Result
                 limit - ENTRIES_HEADER_BYTES - ENTRY_META_BYTES
             )));
         }
-        payload[8..12].copy_from_slice(&(count as u32).to_le_bytes());
-        encode_record(group, RecordKind::Entries, &payload, out)
+        out[payload_start + 8..payload_start + 12].copy_from_slice(&(count as u32).to_le_bytes());
+        let header = RecordHeader::for_payload(group, RecordKind::Entries, &out[payload_start..])
             .map_err(|e| WalError::Invalid(e.to_string()))?;
+        out[start..payload_start].copy_from_slice(&header.to_bytes());
+        debug_assert!(matches!(
+            read_record(out, start, SegmentState::Sealed),
+            ReadOutcome::Record(record) if record.header == header
+        ));
         records += 1;
         rest = &rest[count..];
     }
