@@ -49,6 +49,8 @@
 //! assert_eq!(wal.last_index(7), Some(2));
 //! assert_eq!(wal.entries(7, 1, 2).unwrap()[1].data, "put k v");
 //! assert_eq!(wal.hard_state(7).map(|h| h.commit), Some(1));
+//! // Dropping the WAL waits for its spare-segment thread, which writes into `dir`.
+//! drop(wal);
 //! std::fs::remove_dir_all(&dir).unwrap();
 //! ```
 //!

@@ -11,9 +11,15 @@
 //! Either way the checks are the same; see [`check_segment`].
 #![deny(missing_docs)]
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
 use shardcore_storage::record::{
     encode_record, read_record, scan, ReadOutcome, Record, RecordKind, SegmentState,
 };
+use shardcore_storage::segment::{list_segments, segment_path};
+use shardcore_storage::wal::MIN_SEGMENT_BYTES;
+use shardcore_storage::{HardState, LogRecord, Wal, WalConfig, WalEntry, WalError};
 
 /// The most records a recipe builds: enough to put damage between records, small enough that
 /// an input stays short.
@@ -55,12 +61,8 @@ pub fn segment_of(data: &[u8]) -> Vec<u8> {
 /// end torn, and truncating it there (or zeroing from there, as in a preallocated file) gives a
 /// segment that rescans to the same records and a clean end.
 ///
-/// Not yet covered: the WAL's own recovery, `shardcore_storage::wal::Wal::open`, which reads
-/// segment headers and batch envelopes around these records. It landed while this target was
-/// written and its format was still moving; the next step is a `wal_open` target that writes a
-/// valid WAL (through `Wal::append`), damages its segment files as the recipes here do, opens
-/// it, and checks that it recovers a prefix of what was appended or refuses with a file and an
-/// offset, never panicking.
+/// The WAL's own recovery, `Wal::open`, which reads segment headers and batch envelopes around
+/// these records, is covered by [`wal_open`].
 pub fn recovery_scan(data: &[u8]) {
     let mut input = Input::new(data);
     let count = 1 + input.byte() as usize % MAX_SEGMENTS;
@@ -94,6 +96,354 @@ pub fn recovery_scan(data: &[u8]) {
             ReadOutcome::Corrupt(_) => return,
             ReadOutcome::Record(_) => unreachable!("scan ends with an outcome, not a record"),
         }
+    }
+}
+
+/// The most batches a `wal_open` script appends.
+const WAL_MAX_BATCHES: usize = 12;
+/// The most records in one batch of a `wal_open` script.
+const WAL_MAX_RECORDS_PER_BATCH: usize = 4;
+/// The most entries in one `Entries` record of a `wal_open` script.
+const WAL_MAX_ENTRIES_PER_RECORD: u64 = 3;
+/// The largest entry a `wal_open` script writes: a few of these fill a smallest segment, so
+/// scripts rotate (and, with compactions, delete segments).
+const WAL_MAX_DATA_BYTES: usize = 3072;
+/// The groups a `wal_open` script writes to: small and large ids.
+const WAL_GROUPS: [u64; 3] = [1, 2, 1 << 40];
+
+/// Target `wal_open`: the input is a script of batches, appended with `Wal::append` to a fresh
+/// WAL with the smallest segments (so batches rotate and compactions delete segments), then
+/// damage to its segment files (flip a bit, cut the last file, zero a range, append junk), then
+/// `Wal::open`. It must not panic, and:
+/// - `Ok`: every group's state (entries, hard state, compaction point) is that after some prefix
+///   of the acknowledged batches, all of them when nothing was damaged; opening again finds the
+///   same state and no torn tail;
+/// - `Err`: [`WalError::Corrupt`] naming a segment file that exists. Nothing else is legitimate
+///   here: the directory is ours and on a real file system, so I/O errors, a full disk, a held
+///   lock or a refused config would be bugs of the WAL (or of this harness).
+pub fn wal_open(data: &[u8]) {
+    wal_open_outcome(data);
+}
+
+/// What one [`wal_open`] input did: for tests that check what the inputs reach.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WalOpenOutcome {
+    /// Batches acknowledged.
+    pub acknowledged: usize,
+    /// Appends that went into a new segment.
+    pub rotations: usize,
+    /// Segment files on disk before the damage.
+    pub segments: usize,
+    /// Whether any byte was damaged.
+    pub damaged: bool,
+    /// `Some(k)`: the open recovered the first `k` batches that changed a state (of
+    /// `distinct`); `None`: it refused as corrupt.
+    pub recovered: Option<usize>,
+    /// The states the acknowledged batches went through after the empty one.
+    pub distinct: usize,
+}
+
+/// [`wal_open`], saying what the input reached.
+pub fn wal_open_outcome(data: &[u8]) -> WalOpenOutcome {
+    let mut outcome = WalOpenOutcome::default();
+    let mut input = Input::new(data);
+    let dir = ScratchDir::new();
+    let config = WalConfig {
+        segment_bytes: MIN_SEGMENT_BYTES * (1 + u64::from(input.byte() % 2)),
+        cache_bytes: 1 << 20,
+        ..WalConfig::new()
+    };
+    // states[k]: every group's state after the first k acknowledged batches.
+    let mut model = Model::default();
+    let mut states = vec![model.view()];
+    {
+        let (mut wal, _) = Wal::open(dir.path(), config.clone()).expect("a fresh WAL opens");
+        for _ in 0..input.byte() as usize % (WAL_MAX_BATCHES + 1) {
+            let batch = model.batch(&mut input);
+            match wal.append(&batch) {
+                Ok(stats) => {
+                    outcome.acknowledged += 1;
+                    outcome.rotations += usize::from(stats.rotated);
+                    for record in &batch {
+                        model.apply(record);
+                    }
+                    let view = model.view();
+                    assert_eq!(observe(&wal), view, "the live WAL holds what was appended");
+                    if states.last() != Some(&view) {
+                        states.push(view);
+                    }
+                }
+                // The script may ask for what the WAL refuses (a batch too big for a segment,
+                // say); it writes nothing then.
+                Err(WalError::Invalid(_)) => {}
+                Err(error) => panic!("append failed: {error}"),
+            }
+        }
+    }
+    outcome.segments = list_segments(dir.path()).map_or(0, |n| n.len());
+    outcome.distinct = states.len() - 1;
+    let damaged = damage_segments(&mut input, dir.path());
+    outcome.damaged = damaged;
+    match Wal::open(dir.path(), config.clone()) {
+        Ok((wal, recovery)) => {
+            let found = observe(&wal);
+            let Some(k) = states.iter().position(|state| *state == found) else {
+                panic!(
+                    "recovered a state that is no prefix of the acknowledged batches \
+                     ({recovery:?}):\n{found:#?}\nacknowledged, last:\n{:#?}",
+                    states.last()
+                );
+            };
+            if !damaged {
+                // Compared with the last state, not by `k`: a later batch can come back to an
+                // earlier state (a truncation undoing an append), which `position` finds first.
+                assert_eq!(
+                    states.last(),
+                    Some(&found),
+                    "an undamaged WAL recovers every batch"
+                );
+            }
+            drop(wal);
+            let (again, recovery) =
+                Wal::open(dir.path(), config).expect("a recovered WAL opens again");
+            assert_eq!(observe(&again), found, "a second recovery finds the same");
+            assert_eq!(
+                recovery.torn_tail, None,
+                "the first recovery removed the torn tail"
+            );
+            let whole = states.last() == Some(&found);
+            outcome.recovered = Some(if whole { states.len() - 1 } else { k });
+        }
+        Err(WalError::Corrupt {
+            file,
+            offset,
+            reason,
+        }) => {
+            assert!(
+                file.is_file(),
+                "corruption at {offset} ({reason}) in {}, which does not exist",
+                file.display()
+            );
+        }
+        Err(error) => panic!("open failed otherwise than as corrupt: {error}"),
+    }
+    outcome
+}
+
+/// A group's state as the WAL shows it (or the model expects it).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct GroupView {
+    hard_state: Option<HardState>,
+    compacted: Option<(u64, u64)>,
+    entries: BTreeMap<u64, WalEntry>,
+}
+
+/// Every group with any state.
+type WalView = BTreeMap<u64, GroupView>;
+
+fn observe(wal: &Wal) -> WalView {
+    let mut view = WalView::new();
+    for group in WAL_GROUPS {
+        let mut state = GroupView {
+            hard_state: wal.hard_state(group),
+            compacted: wal.compacted(group),
+            entries: BTreeMap::new(),
+        };
+        if let (Some(first), Some(last)) = (wal.first_index(group), wal.last_index(group)) {
+            let entries = wal
+                .entries(group, first, last)
+                .unwrap_or_else(|e| panic!("entries {first}..={last} of group {group}: {e}"));
+            state.entries = entries.into_iter().map(|e| (e.index, e)).collect();
+        }
+        if state != GroupView::default() {
+            view.insert(group, state);
+        }
+    }
+    view
+}
+
+/// What the acknowledged batches make of each group, kept apart from the WAL.
+#[derive(Default)]
+struct Model {
+    groups: BTreeMap<u64, GroupView>,
+}
+
+impl Model {
+    fn view(&self) -> WalView {
+        let groups = self.groups.iter();
+        let live = groups.filter(|(_, state)| **state != GroupView::default());
+        live.map(|(group, state)| (*group, state.clone())).collect()
+    }
+
+    fn apply(&mut self, record: &LogRecord) {
+        let state = self.groups.entry(record.group()).or_default();
+        match record {
+            LogRecord::Entries { entries, .. } => {
+                if let Some(first) = entries.first() {
+                    state.entries.split_off(&first.index);
+                }
+                for entry in entries {
+                    state.entries.insert(entry.index, entry.clone());
+                }
+            }
+            LogRecord::HardState { state: hard, .. } => state.hard_state = Some(*hard),
+            LogRecord::Truncate { from_index, .. } => {
+                state.entries.split_off(from_index);
+            }
+            LogRecord::Compact { index, term, .. } => {
+                state.entries = state.entries.split_off(&(index + 1));
+                state.compacted = Some((*index, *term));
+            }
+        }
+    }
+
+    /// A batch the input describes, mostly valid for the current state (the WAL refuses the
+    /// rest whole, which is checked too).
+    fn batch(&self, input: &mut Input<'_>) -> Vec<LogRecord> {
+        let count = 1 + input.byte() as usize % WAL_MAX_RECORDS_PER_BATCH;
+        // Records within a batch see the state as the batch leaves it so far.
+        let mut scratch = Model {
+            groups: self.groups.clone(),
+        };
+        let mut batch = Vec::with_capacity(count);
+        for _ in 0..count {
+            let group = WAL_GROUPS[input.byte() as usize % WAL_GROUPS.len()];
+            let state = scratch.groups.get(&group).cloned().unwrap_or_default();
+            let compacted = state.compacted.map_or(0, |(index, _)| index);
+            let last = state
+                .entries
+                .keys()
+                .next_back()
+                .copied()
+                .unwrap_or(compacted);
+            let term = state.entries.values().next_back().map_or(1, |e| e.term);
+            let record = match input.byte() % 8 {
+                0..=3 => {
+                    // Append after the last entry, or overwrite a suffix.
+                    let back = u64::from(input.byte() % 4);
+                    let first = last.saturating_sub(back).max(compacted) + 1;
+                    let count = 1 + u64::from(input.byte()) % WAL_MAX_ENTRIES_PER_RECORD;
+                    let term = term + u64::from(input.byte() % 2);
+                    let entries = (first..first + count)
+                        .map(|index| {
+                            // Mostly short, one in four long, so that segments fill.
+                            let length_bytes = match input.byte() {
+                                long if long % 4 == 3 => {
+                                    let units = 1 + input.byte() as usize % 12;
+                                    (units * 256).min(WAL_MAX_DATA_BYTES)
+                                }
+                                short => short as usize % 32,
+                            };
+                            let start = input.byte();
+                            let data: Vec<u8> = (0..length_bytes)
+                                .map(|i| start.wrapping_add(i as u8))
+                                .collect();
+                            WalEntry {
+                                index,
+                                term,
+                                kind: input.byte() % 3,
+                                data: data.into(),
+                            }
+                        })
+                        .collect();
+                    LogRecord::Entries { group, entries }
+                }
+                4 | 5 => LogRecord::HardState {
+                    group,
+                    state: HardState {
+                        term: term + u64::from(input.byte() % 2),
+                        vote: u64::from(input.byte() % 4),
+                        commit: last.saturating_sub(u64::from(input.byte() % 4)),
+                    },
+                },
+                6 => LogRecord::Truncate {
+                    group,
+                    from_index: (last + 1).saturating_sub(u64::from(input.byte() % 4)),
+                },
+                _ => LogRecord::Compact {
+                    group,
+                    index: last.saturating_sub(u64::from(input.byte() % 4)),
+                    term,
+                },
+            };
+            scratch.apply(&record);
+            batch.push(record);
+        }
+        batch
+    }
+}
+
+/// Damages the WAL's segment files as the input says; whether it changed any byte.
+fn damage_segments(input: &mut Input<'_>, dir: &Path) -> bool {
+    let numbers = list_segments(dir).expect("list the WAL's segments");
+    if numbers.is_empty() {
+        return false;
+    }
+    let mut damaged = false;
+    for _ in 0..input.byte() as usize % (RECIPE_MAX_DAMAGE + 1) {
+        let which = input.byte() as usize % numbers.len();
+        let kind = input.byte() % 4;
+        // Cuts are of the last file (a torn or lost tail); the rest hit any file.
+        let number = numbers[if kind == 1 { numbers.len() - 1 } else { which }];
+        let path = segment_path(dir, number);
+        let mut bytes = std::fs::read(&path).expect("read a segment");
+        let before = bytes.clone();
+        // Offsets mostly fall in the written part and just after it, where damage matters.
+        let written = bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
+        let span = (written + 64).min(bytes.len());
+        let at = input.u32() as usize % (span + 1);
+        match kind {
+            0 if at < bytes.len() => bytes[at] ^= 1 << (input.byte() % 8),
+            0 => {}
+            1 => bytes.truncate(at),
+            2 => {
+                let end = (at + 1 + input.u16() as usize % 512).min(bytes.len());
+                bytes[at.min(end)..end].fill(0);
+            }
+            _ => {
+                let length_bytes = 1 + input.byte() as usize % 64;
+                let junk = input.take(length_bytes);
+                bytes.extend_from_slice(junk);
+            }
+        }
+        if bytes != before {
+            std::fs::write(&path, &bytes).expect("write a damaged segment");
+            damaged = true;
+        }
+    }
+    damaged
+}
+
+/// A fresh directory under the system's temp dir, removed when dropped (also on a panic).
+struct ScratchDir {
+    path: PathBuf,
+}
+
+impl ScratchDir {
+    fn new() -> ScratchDir {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let name = format!(
+            "shardcore-fuzz-wal-open-{}-{}-{nanos}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let path = std::env::temp_dir().join(name);
+        std::fs::create_dir_all(&path).expect("create a scratch directory");
+        ScratchDir { path }
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
     }
 }
 
