@@ -333,33 +333,17 @@ impl KvServer {
         self.ticks += 1;
         let deadline = self.ticks.saturating_sub(self.config.request_timeout_ticks);
         let expired = |w: &Waiter| w.since_tick < deadline;
-        let timed_out: Vec<Index> = self
-            .writes
-            .iter()
-            .filter(|(_, p)| expired(&p.waiter))
-            .map(|(&i, _)| i)
+        let mut late: Vec<Waiter> = take_expired(&mut self.writes, |p| expired(&p.waiter))
+            .into_iter()
+            .map(|p| p.waiter)
             .collect();
-        for index in timed_out {
-            let pending = self.writes.remove(&index).expect("listed");
-            self.answer(
-                pending.waiter,
-                Err(KvError::Timeout),
-                Consistency::Linearizable,
-            );
-        }
-        let timed_out: Vec<u64> = self
-            .reads_waiting_index
-            .iter()
-            .filter(|(_, r)| expired(&r.waiter))
-            .map(|(&c, _)| c)
-            .collect();
-        for context in timed_out {
-            let read = self.reads_waiting_index.remove(&context).expect("listed");
-            self.answer(
-                read.waiter,
-                Err(KvError::Timeout),
-                Consistency::Linearizable,
-            );
+        late.extend(
+            take_expired(&mut self.reads_waiting_index, |r| expired(&r.waiter))
+                .into_iter()
+                .map(|r| r.waiter),
+        );
+        for waiter in late {
+            self.answer(waiter, Err(KvError::Timeout), Consistency::Linearizable);
         }
         let (late, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reads_waiting_apply)
             .into_iter()
@@ -400,6 +384,19 @@ impl KvServer {
         };
         self.responses.push((waiter.reply_to, response));
     }
+}
+
+/// Removes and returns the values of `map` that `expired` selects, in key order.
+fn take_expired<K: Ord + Copy, V>(
+    map: &mut BTreeMap<K, V>,
+    expired: impl Fn(&V) -> bool,
+) -> Vec<V> {
+    let keys: Vec<K> = map
+        .iter()
+        .filter(|(_, v)| expired(v))
+        .map(|(&k, _)| k)
+        .collect();
+    keys.into_iter().filter_map(|k| map.remove(&k)).collect()
 }
 
 #[cfg(test)]
