@@ -7,6 +7,8 @@
 //!   sessions, one replica's request handling, and the client's retry logic (all sans-I/O).
 //! - [`linearizability`]: the linearizability checker (Wing & Gong / Lowe search, per-key
 //!   partitions, a step budget instead of a timeout) and its key/value model.
+//! - [`node`]: the node: key and group placement, one core's groups as a pure state machine,
+//!   and that core's durable storage.
 //! - [`raft`]: the sans-I/O Raft consensus core (elections, replication, snapshots, ReadIndex,
 //!   leadership transfer); one `RawNode` per group, any number of groups per process.
 //! - [`rng`]: the seeded pseudo-random generator used by the core and the simulator.
@@ -17,6 +19,7 @@
 pub mod history;
 pub mod kv;
 pub mod linearizability;
+pub mod node;
 pub mod raft;
 pub mod rng;
 pub mod sim;

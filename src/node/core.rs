@@ -1,0 +1,545 @@
+//! One core's share of a node, as a pure state machine: the KV groups this core owns, their
+//! Readies turned into one write batch for the core's log, messages for the peers and replies
+//! for the clients.
+//!
+//! Inputs: [`CoreNode::tick`], [`CoreNode::step`] (a peer's Raft message),
+//! [`CoreNode::on_request`] (a client request for one of this core's groups) and
+//! [`CoreNode::persisted`] (a write batch became durable). After any inputs, the caller takes
+//! [`CoreNode::take_output`] and carries it out:
+//!
+//! 1. send `messages` (Appends leave before the leader's own copy is durable: thesis §10.2.1);
+//! 2. write `batch` (if any) to the log, in the order batches were taken, and report each with
+//!    [`CoreNode::persisted`] once it is durable; the messages that promise durable state are
+//!    held here until then and come out of a later `take_output`;
+//! 3. send `replies` to the clients.
+//!
+//! Every group's Readies of one `take_output` go into the same batch, so one fdatasync covers
+//! all the groups of a core (group commit). Nothing here awaits, reads a clock or touches a file:
+//! time arrives as `now_ms` arguments and ticks, and the runtime glue (`node::server`) owns the
+//! sockets and the disk.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use bytes::Bytes;
+use shardcore_storage::{HardState as WalHardState, LogRecord, WalEntry};
+
+use crate::kv::{KvError, KvServer, KvServerConfig, ReplyTo, Request, Response};
+use crate::raft::{
+    Config, Entry, EntryKind, GroupId, HardState, Index, Message, NodeId, RawNode, Ready, Restore,
+    Role, Snapshot, SnapshotMeta, Term,
+};
+
+/// At most this many Readies are handled per group per `take_output`; a group that still has
+/// one is handled again on the next call. Bounds the work of one turn of the core's loop.
+const MAX_READIES_PER_TURN: usize = 8;
+
+/// What one group needs to start: its durable state as recovery found it.
+#[derive(Clone, Debug, Default)]
+pub struct GroupBoot {
+    /// The group.
+    pub group: GroupId,
+    /// The last durable hard state.
+    pub hard_state: HardState,
+    /// The group's latest durable snapshot, if any (its data is the KV store's snapshot).
+    pub snapshot: Option<Snapshot>,
+    /// The durable entries after the snapshot, contiguous.
+    pub entries: Vec<Entry>,
+}
+
+/// A snapshot to write to the core's snapshot store before the batch's log records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotWrite {
+    /// The group.
+    pub group: GroupId,
+    /// The snapshot (its data is the KV store's snapshot).
+    pub snapshot: Snapshot,
+}
+
+/// One write for the core's log, covering every group that had something to persist.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteBatch {
+    /// Batches complete in ticket order; [`CoreNode::persisted`] names the last one done.
+    pub ticket: u64,
+    /// Snapshots to make durable first (each before the records of its group below).
+    pub snapshots: Vec<SnapshotWrite>,
+    /// The log records, in the order they must take effect.
+    pub records: Vec<LogRecord>,
+}
+
+impl WriteBatch {
+    /// True when the batch writes nothing (it only orders messages behind earlier batches).
+    pub fn is_empty(&self) -> bool {
+        self.snapshots.is_empty() && self.records.is_empty()
+    }
+}
+
+/// What the caller must do after inputs (see the module docs for the order).
+#[derive(Debug, Default)]
+pub struct Output {
+    /// Raft messages to send now.
+    pub messages: Vec<Message>,
+    /// The write for the core's log, if anything must be persisted or ordered.
+    pub batch: Option<WriteBatch>,
+    /// Client replies.
+    pub replies: Vec<(ReplyTo, Response)>,
+}
+
+impl Output {
+    /// True when there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty() && self.batch.is_none() && self.replies.is_empty()
+    }
+}
+
+/// How one core runs its groups.
+#[derive(Clone, Debug)]
+pub struct CoreConfig {
+    /// This node.
+    pub node: NodeId,
+    /// Every node of the cluster (the voters of every group).
+    pub voters: Vec<NodeId>,
+    /// The Raft settings every group starts from (`id`, `group`, `voters` and `seed` are set
+    /// per group).
+    pub raft: Config,
+    /// The KV replica's bounds.
+    pub kv: KvServerConfig,
+    /// Seeds each group's election timer stream.
+    pub seed: u64,
+}
+
+/// A write handed out and not yet durable: what to release when it is.
+#[derive(Debug)]
+struct Inflight {
+    ticket: u64,
+    /// Per group: the last (index, term) written, to report with `persisted`.
+    reports: Vec<(GroupId, Index, Term)>,
+    /// Messages that promise what the write records.
+    messages: Vec<Message>,
+}
+
+struct Replica {
+    raw: RawNode,
+    kv: KvServer,
+    /// Approximate bytes of log held since the last snapshot (entries' data and overhead).
+    log_bytes: usize,
+    last_snapshot_index: Index,
+    /// The storage asked for a snapshot (the group pins the oldest log segment).
+    snapshot_requested: bool,
+}
+
+/// The KV groups of one core. See the module docs.
+pub struct CoreNode {
+    config: CoreConfig,
+    replicas: BTreeMap<GroupId, Replica>,
+    /// Groups that may have a Ready.
+    dirty: BTreeSet<GroupId>,
+    next_ticket: u64,
+    inflight: VecDeque<Inflight>,
+    out: Output,
+    /// The batch being assembled during this turn.
+    batch: WriteBatch,
+    batch_reports: Vec<(GroupId, Index, Term)>,
+    batch_messages: Vec<Message>,
+    batch_needed: bool,
+    now_ms: u64,
+}
+
+/// Why a core could not start or go on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CoreError {
+    /// A group's durable state is unusable.
+    Boot {
+        /// The group.
+        group: GroupId,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl std::fmt::Display for CoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CoreError::Boot { group, reason } => write!(f, "group {group}: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for CoreError {}
+
+impl CoreNode {
+    /// Starts the groups in `boots` (one per group this core owns) from their durable state.
+    pub fn new(config: CoreConfig, boots: Vec<GroupBoot>) -> Result<CoreNode, CoreError> {
+        let mut replicas = BTreeMap::new();
+        for boot in boots {
+            let group = boot.group;
+            let kv = match &boot.snapshot {
+                None => KvServer::new(config.kv),
+                Some(s) => KvServer::restore(config.kv, s.meta.index, &s.data).map_err(|e| {
+                    CoreError::Boot {
+                        group,
+                        reason: format!("snapshot at index {}: {e}", s.meta.index),
+                    }
+                })?,
+            };
+            let last_snapshot_index = boot.snapshot.as_ref().map_or(0, |s| s.meta.index);
+            let log_bytes = boot.entries.iter().map(Entry::approx_bytes).sum();
+            let mut raft = config.raft.clone();
+            raft.id = config.node;
+            raft.group = group;
+            raft.voters = config.voters.clone();
+            raft.seed = crate::rng::Rng::stream(config.seed, &format!("group {group}")).next_u64();
+            let restore = Restore {
+                hard_state: boot.hard_state,
+                snapshot: boot.snapshot,
+                entries: boot.entries,
+            };
+            let raw = RawNode::new(raft, restore).map_err(|e| CoreError::Boot {
+                group,
+                reason: format!("raft: {e}"),
+            })?;
+            replicas.insert(
+                group,
+                Replica {
+                    raw,
+                    kv,
+                    log_bytes,
+                    last_snapshot_index,
+                    snapshot_requested: false,
+                },
+            );
+        }
+        let dirty = replicas.keys().copied().collect();
+        Ok(CoreNode {
+            config,
+            replicas,
+            dirty,
+            next_ticket: 1,
+            inflight: VecDeque::new(),
+            out: Output::default(),
+            batch: WriteBatch {
+                ticket: 0,
+                snapshots: Vec::new(),
+                records: Vec::new(),
+            },
+            batch_reports: Vec::new(),
+            batch_messages: Vec::new(),
+            batch_needed: false,
+            now_ms: 0,
+        })
+    }
+
+    /// This node's id.
+    pub fn node(&self) -> NodeId {
+        self.config.node
+    }
+
+    /// The groups this core owns, ascending.
+    pub fn groups(&self) -> impl Iterator<Item = GroupId> + '_ {
+        self.replicas.keys().copied()
+    }
+
+    /// True when this core owns `group`.
+    pub fn owns(&self, group: GroupId) -> bool {
+        self.replicas.contains_key(&group)
+    }
+
+    /// The group's current leader as this replica knows it (0: unknown), or `None` when the
+    /// group is not on this core.
+    pub fn leader(&self, group: GroupId) -> Option<NodeId> {
+        self.replicas.get(&group).map(|r| r.raw.leader())
+    }
+
+    /// The group's role here.
+    pub fn role(&self, group: GroupId) -> Option<Role> {
+        self.replicas.get(&group).map(|r| r.raw.role())
+    }
+
+    /// The group's applied index here.
+    pub fn applied_index(&self, group: GroupId) -> Option<Index> {
+        self.replicas.get(&group).map(|r| r.kv.applied_index())
+    }
+
+    /// Requests waiting for an answer, over all groups.
+    pub fn pending_requests(&self) -> usize {
+        self.replicas
+            .values()
+            .map(|r| r.kv.pending_requests())
+            .sum()
+    }
+
+    /// Write batches handed out and not yet durable.
+    pub fn inflight_batches(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// One tick of every group; `now_ms` is the node's clock (stamped into writes).
+    pub fn tick(&mut self, now_ms: u64) {
+        self.now_ms = self.now_ms.max(now_ms);
+        for (group, replica) in &mut self.replicas {
+            replica.raw.tick();
+            replica.kv.tick();
+            self.dirty.insert(*group);
+        }
+    }
+
+    /// A Raft message from a peer. Messages for groups this core does not own are dropped
+    /// (the caller routes by placement; a stale route after a restart with other cores is the
+    /// only way here).
+    pub fn step(&mut self, message: Message) {
+        let group = message.group;
+        let Some(replica) = self.replicas.get_mut(&group) else {
+            return;
+        };
+        // A refused message (stale, malformed for this state) is like a lost one: Raft recovers.
+        let _ = replica.raw.step(message);
+        self.dirty.insert(group);
+    }
+
+    /// A client request for `group`. Answered `WrongLeader` with no hint when the group is
+    /// not here.
+    pub fn on_request(&mut self, group: GroupId, reply_to: ReplyTo, request: Request) {
+        let Some(replica) = self.replicas.get_mut(&group) else {
+            let response = Response {
+                client: request.client,
+                seq: request.seq,
+                result: Err(KvError::WrongLeader { leader: 0 }),
+                consistency: request.consistency,
+            };
+            self.out.replies.push((reply_to, response));
+            return;
+        };
+        replica
+            .kv
+            .on_request(&mut replica.raw, self.now_ms, reply_to, request);
+        self.dirty.insert(group);
+        self.out.replies.extend(replica.kv.take_responses());
+    }
+
+    /// The storage asks `group` to snapshot (it pins the oldest log segment).
+    pub fn request_snapshot(&mut self, group: GroupId) {
+        if let Some(replica) = self.replicas.get_mut(&group) {
+            replica.snapshot_requested = true;
+            self.dirty.insert(group);
+        }
+    }
+
+    /// Every batch up to and including `ticket` is durable.
+    pub fn persisted(&mut self, ticket: u64) {
+        while self.inflight.front().is_some_and(|w| w.ticket <= ticket) {
+            let Some(done) = self.inflight.pop_front() else {
+                break;
+            };
+            for (group, index, term) in done.reports {
+                if let Some(replica) = self.replicas.get_mut(&group) {
+                    replica.raw.persisted(index, term);
+                    self.dirty.insert(group);
+                }
+            }
+            self.out.messages.extend(done.messages);
+        }
+    }
+
+    /// Handles the Readies of every group that may have one and returns what to do.
+    pub fn take_output(&mut self) -> Output {
+        let dirty = std::mem::take(&mut self.dirty);
+        for group in dirty {
+            self.drive(group);
+        }
+        if self.batch_needed {
+            let ticket = self.next_ticket;
+            self.next_ticket += 1;
+            let mut batch = std::mem::replace(
+                &mut self.batch,
+                WriteBatch {
+                    ticket: 0,
+                    snapshots: Vec::new(),
+                    records: Vec::new(),
+                },
+            );
+            batch.ticket = ticket;
+            self.inflight.push_back(Inflight {
+                ticket,
+                reports: std::mem::take(&mut self.batch_reports),
+                messages: std::mem::take(&mut self.batch_messages),
+            });
+            self.batch_needed = false;
+            self.out.batch = Some(batch);
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    fn drive(&mut self, group: GroupId) {
+        for _ in 0..MAX_READIES_PER_TURN {
+            let Some(replica) = self.replicas.get_mut(&group) else {
+                return;
+            };
+            if !replica.raw.has_ready() {
+                self.maybe_snapshot(group);
+                return;
+            }
+            let rd = replica.raw.ready();
+            self.handle_ready(group, rd);
+            if let Some(replica) = self.replicas.get_mut(&group) {
+                replica.raw.advance();
+            }
+            self.maybe_snapshot(group);
+        }
+        // Still busy: come back next turn rather than starve the other groups.
+        self.dirty.insert(group);
+    }
+
+    fn handle_ready(&mut self, group: GroupId, rd: Ready) {
+        let Ready {
+            soft_state,
+            messages,
+            snapshot,
+            entries,
+            hard_state,
+            persisted_messages,
+            committed_entries,
+            read_states,
+        } = rd;
+        let Some(replica) = self.replicas.get_mut(&group) else {
+            return;
+        };
+        if let Some(soft) = soft_state {
+            replica.kv.on_soft_state(soft);
+        }
+        self.out.messages.extend(messages);
+        let must_write = snapshot.is_some()
+            || !entries.is_empty()
+            || hard_state.is_some()
+            || !persisted_messages.is_empty();
+        if must_write {
+            self.batch_needed = true;
+            if let Some(s) = &snapshot {
+                // A snapshot from the leader replaces the whole log: drop every entry after it,
+                // then mark everything up to it as covered.
+                self.batch.snapshots.push(SnapshotWrite {
+                    group,
+                    snapshot: s.clone(),
+                });
+                self.batch.records.push(LogRecord::Truncate {
+                    group,
+                    from_index: s.meta.index + 1,
+                });
+                self.batch.records.push(LogRecord::Compact {
+                    group,
+                    index: s.meta.index,
+                    term: s.meta.term,
+                });
+                replica.log_bytes = 0;
+                replica.last_snapshot_index = s.meta.index;
+            }
+            if let Some(last) = entries.last() {
+                let report = (group, last.index, last.term);
+                replica.log_bytes += entries.iter().map(Entry::approx_bytes).sum::<usize>();
+                self.batch.records.push(LogRecord::Entries {
+                    group,
+                    entries: entries.iter().map(to_wal_entry).collect(),
+                });
+                self.batch_reports.push(report);
+            } else if let Some(s) = &snapshot {
+                self.batch_reports.push((group, s.meta.index, s.meta.term));
+            }
+            if let Some(hs) = hard_state {
+                self.batch.records.push(LogRecord::HardState {
+                    group,
+                    state: WalHardState {
+                        term: hs.term,
+                        vote: hs.vote,
+                        commit: hs.commit,
+                    },
+                });
+            }
+            self.batch_messages.extend(persisted_messages);
+        }
+        if let Some(s) = &snapshot {
+            // The snapshot came from the leader and was checked by Raft; a store that cannot
+            // decode it means the leader's state machine and ours disagree on the format.
+            if let Err(e) = replica.kv.on_snapshot(s.meta.index, &s.data) {
+                panic!(
+                    "group {group}: installing the leader's snapshot at {}: {e}",
+                    s.meta.index
+                );
+            }
+        }
+        if !committed_entries.is_empty() {
+            replica.kv.on_committed(&committed_entries);
+        }
+        if !read_states.is_empty() {
+            replica.kv.on_read_states(&read_states);
+        }
+        self.out.replies.extend(replica.kv.take_responses());
+    }
+
+    /// Takes a snapshot when the log outgrew its bound or the storage asked: the store's
+    /// snapshot at the applied index goes to disk (then a `Compact` record), and Raft drops the
+    /// entries it covers.
+    fn maybe_snapshot(&mut self, group: GroupId) {
+        let Some(replica) = self.replicas.get_mut(&group) else {
+            return;
+        };
+        let index = replica.kv.applied_index();
+        if index <= replica.last_snapshot_index {
+            return;
+        }
+        if !replica.snapshot_requested && !replica.kv.wants_snapshot(replica.log_bytes) {
+            return;
+        }
+        let Some(term) = replica.raw.term_at(index) else {
+            return;
+        };
+        let data: Bytes = replica.kv.snapshot();
+        if replica.raw.compact(index, data.clone()).is_err() {
+            return;
+        }
+        replica.snapshot_requested = false;
+        replica.last_snapshot_index = index;
+        replica.log_bytes = replica
+            .raw
+            .entries()
+            .filter(|e| e.index > index)
+            .map(Entry::approx_bytes)
+            .sum();
+        self.batch_needed = true;
+        self.batch.snapshots.push(SnapshotWrite {
+            group,
+            snapshot: Snapshot {
+                meta: SnapshotMeta { index, term },
+                data,
+            },
+        });
+        self.batch
+            .records
+            .push(LogRecord::Compact { group, index, term });
+    }
+}
+
+/// A Raft entry as the log stores it.
+pub fn to_wal_entry(entry: &Entry) -> WalEntry {
+    WalEntry {
+        index: entry.index,
+        term: entry.term,
+        kind: match entry.kind {
+            EntryKind::Normal => 0,
+            EntryKind::Noop => 1,
+        },
+        data: entry.data.clone(),
+    }
+}
+
+/// A stored entry back as a Raft entry; `None` for a kind byte no version wrote.
+pub fn from_wal_entry(entry: WalEntry) -> Option<Entry> {
+    let kind = match entry.kind {
+        0 => EntryKind::Normal,
+        1 => EntryKind::Noop,
+        _ => return None,
+    };
+    Some(Entry {
+        term: entry.term,
+        index: entry.index,
+        kind,
+        data: entry.data,
+    })
+}
