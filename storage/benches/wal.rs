@@ -3,7 +3,15 @@
 //!
 //! Prints, for 128 B, 1 KiB and 16 KiB records at batch sizes 1, 16, 64, 256 and 1024:
 //! - **WAL**: appends/s and MB/s of payload through `Wal::append` (one `fdatasync` per call), a
-//!   batch's records spread over 8 groups;
+//!   batch's records spread over 8 groups, in **steady state**: one WAL serves the whole table,
+//!   run as a node runs it: with `max_segments` [`KEEP_SEGMENTS`], the groups
+//!   `Wal::groups_to_snapshot` names compact (as after a snapshot) to their last index in the
+//!   next batch, so old segments are deleted as new ones fill and their files are recycled.
+//!   It is warmed up first, until deleted segments wait for reuse, so that the table measures
+//!   a log that has been running, not the first segments of a new one (those are zero-written
+//!   ahead of use, which a long-running node does only when its pool of recycled files runs
+//!   dry). The `rotations` column says how many rotations a cell made and how many went into
+//!   recycled files;
 //! - **raw**: the same payload bytes per write (rounded up to 4096) as plain sequential
 //!   `O_DIRECT` writes from an aligned buffer into an already-written file, each linked to an
 //!   `fdatasync` through io_uring, no format: what the device gives;
@@ -53,6 +61,10 @@ const RAW_FILE_BYTES: usize = 256 << 20;
 const BLOCK_BYTES: usize = 4096;
 /// The recovery log's size: 1 GiB.
 const RECOVERY_LOG_BYTES: usize = 1 << 30;
+/// The segments the steady-state WAL keeps before it asks groups to snapshot (its
+/// `max_segments`). Why 4: a small log on disk, as a node that snapshots often keeps; the
+/// number changes how often compaction runs, not what an append costs.
+const KEEP_SEGMENTS: usize = 4;
 
 fn main() {
     // `cargo bench` passes `--bench`; a filter or `--list` from a harness is not supported.
@@ -66,9 +78,18 @@ fn main() {
     );
     println!("{}", describe_filesystem(&dir));
     let raw = RawBaseline::new(&dir.join("raw.dat")).expect("raw baseline file");
+    let mut steady = wal::Steady::new(&dir.join("wal-steady"));
+    println!(
+        "WAL in steady state: one WAL for the whole table, 64 MiB segments, max_segments \
+         {KEEP_SEGMENTS}; the groups it names for snapshotting compact to their last index in \
+         the next batch, so full segments are deleted and their files recycled (warmed up \
+         first: {} segments written, {} recycled files waiting). Raw: an already-written file.",
+        steady.segments_written(),
+        steady.recycled_waiting()
+    );
     println!();
     println!(
-        "{:>8} {:>6} | {:>12} {:>10} | {:>12} {:>10} | {:>6}",
+        "{:>8} {:>6} | {:>12} {:>10} | {:>12} {:>10} | {:>6} | rotations (recycled)",
         "record", "batch", "WAL app/s", "WAL MB/s", "raw writes/s", "raw MB/s", "ratio"
     );
     for record_bytes in RECORD_BYTES {
@@ -76,9 +97,12 @@ fn main() {
             // WAL and raw alternate, so that a burst of load from elsewhere on the machine
             // hits both; each side keeps its best round.
             let mut best: Option<(Cell, Cell)> = None;
+            let (mut rotations, mut recycled) = (0, 0);
             for _ in 0..ROUNDS {
                 let raw_cell = raw.measure(record_bytes, batch_records).expect("raw cell");
-                let wal_cell = wal::measure(&dir.join("wal-cell"), record_bytes, batch_records);
+                let wal_cell = steady.measure(record_bytes, batch_records);
+                rotations += wal_cell.rotations;
+                recycled += wal_cell.recycled;
                 best = Some(match best {
                     None => (wal_cell, raw_cell),
                     Some((w, r)) => (w.faster(wal_cell), r.faster(raw_cell)),
@@ -86,8 +110,11 @@ fn main() {
             }
             let (wal_cell, raw_cell) = best.expect("at least one round");
             print_row(record_bytes, batch_records, wal_cell, raw_cell);
+            println!(" | {rotations} ({recycled})");
+            io::stdout().flush().ok();
         }
     }
+    drop(steady);
     drop(raw);
     println!();
     recovery(&dir);
@@ -101,6 +128,9 @@ struct Cell {
     operations: usize,
     payload_bytes: usize,
     elapsed: Duration,
+    /// WAL only: segment rotations, and those into recycled files.
+    rotations: usize,
+    recycled: usize,
 }
 
 impl Cell {
@@ -122,7 +152,7 @@ impl Cell {
 }
 
 fn print_row(record_bytes: usize, batch_records: usize, wal: Cell, raw: Cell) {
-    println!(
+    print!(
         "{:>8} {:>6} | {:>12.0} {:>10.1} | {:>12.0} {:>10.1} | {:>5.0}%",
         size_name(record_bytes),
         batch_records,
@@ -132,7 +162,6 @@ fn print_row(record_bytes: usize, batch_records: usize, wal: Cell, raw: Cell) {
         raw.megabytes_per_second(),
         100.0 * wal.megabytes_per_second() / raw.megabytes_per_second()
     );
-    io::stdout().flush().ok();
 }
 
 fn size_name(bytes: usize) -> String {
@@ -189,6 +218,8 @@ impl RawBaseline {
             operations: 0,
             payload_bytes: 0,
             elapsed: Duration::ZERO,
+            rotations: 0,
+            recycled: 0,
         };
         let mut offset = 0;
         let start = Instant::now();
@@ -295,30 +326,109 @@ fn round_up(bytes: usize) -> usize {
 mod wal {
     use super::*;
     use bytes::Bytes;
-    use shardcore_storage::wal::{LogRecord, Wal, WalConfig, WalEntry};
+    use shardcore_storage::wal::{AppendStats, LogRecord, Wal, WalConfig, WalEntry};
 
-    /// A cell measured through `Wal::append` in a fresh WAL in `dir`, removed afterwards.
-    pub fn measure(dir: &Path, record_bytes: usize, batch_records: usize) -> Cell {
-        let _ = fs::remove_dir_all(dir);
-        let (mut wal, _) = Wal::open(dir, WalConfig::new()).expect("open a fresh WAL");
-        let mut batches = Batches::new(record_bytes, batch_records);
-        let mut cell = Cell {
-            operations: 0,
-            payload_bytes: 0,
-            elapsed: Duration::ZERO,
-        };
-        let start = Instant::now();
-        while cell.operations < CELL_MIN_WRITES * batch_records
-            || (start.elapsed() < CELL_TIME && cell.payload_bytes < CELL_MAX_PAYLOAD_BYTES)
-        {
-            wal.append(batches.next()).expect("append");
-            cell.operations += batch_records;
-            cell.payload_bytes += batch_records * record_bytes;
+    /// The steady-state WAL: one for the whole table, compacting as a node does.
+    pub struct Steady {
+        dir: PathBuf,
+        wal: Option<Wal>,
+        segments_written: usize,
+    }
+
+    impl Steady {
+        /// Opens a fresh WAL in `dir` and writes 16 KiB entries until compaction has deleted
+        /// segments and their files wait for reuse.
+        pub fn new(dir: &Path) -> Steady {
+            let _ = fs::remove_dir_all(dir);
+            let config = WalConfig {
+                max_segments: KEEP_SEGMENTS,
+                ..WalConfig::new()
+            };
+            let (wal, _) = Wal::open(dir, config).expect("open a fresh WAL");
+            let mut steady = Steady {
+                dir: dir.to_path_buf(),
+                wal: Some(wal),
+                segments_written: 1,
+            };
+            let mut batches = Batches::new(steady.wal(), RECORD_BYTES[2], 256);
+            while steady.wal().recycled_segments() < 2 {
+                steady.append(&mut batches);
+            }
+            steady
         }
-        cell.elapsed = start.elapsed();
-        drop(wal);
-        let _ = fs::remove_dir_all(dir);
-        cell
+
+        fn wal(&mut self) -> &mut Wal {
+            self.wal.as_mut().expect("open")
+        }
+
+        /// Segments the WAL has opened so far.
+        pub fn segments_written(&self) -> usize {
+            self.segments_written
+        }
+
+        /// Deleted segments waiting for reuse now.
+        pub fn recycled_waiting(&self) -> usize {
+            self.wal.as_ref().map_or(0, Wal::recycled_segments)
+        }
+
+        /// Appends the next batch, with a compaction of every group the WAL asks to snapshot
+        /// (to its last index before this batch: the snapshot a node would take now).
+        fn append(&mut self, batches: &mut Batches) -> AppendStats {
+            let wal = self.wal.as_mut().expect("open");
+            let snapshot = wal.groups_to_snapshot();
+            let stats = if snapshot.is_empty() {
+                wal.append(batches.next())
+            } else {
+                let mut batch: Vec<LogRecord> = snapshot
+                    .iter()
+                    .filter_map(|group| {
+                        let index = wal.last_index(*group)?;
+                        let term = wal.term(*group, index)?;
+                        Some(LogRecord::Compact {
+                            group: *group,
+                            index,
+                            term,
+                        })
+                    })
+                    .collect();
+                batch.extend_from_slice(batches.next());
+                wal.append(&batch)
+            };
+            let stats = stats.expect("append");
+            self.segments_written += usize::from(stats.rotated);
+            stats
+        }
+
+        /// A cell measured through `Wal::append`.
+        pub fn measure(&mut self, record_bytes: usize, batch_records: usize) -> Cell {
+            let mut batches = Batches::new(self.wal(), record_bytes, batch_records);
+            let mut cell = Cell {
+                operations: 0,
+                payload_bytes: 0,
+                elapsed: Duration::ZERO,
+                rotations: 0,
+                recycled: 0,
+            };
+            let start = Instant::now();
+            while cell.operations < CELL_MIN_WRITES * batch_records
+                || (start.elapsed() < CELL_TIME && cell.payload_bytes < CELL_MAX_PAYLOAD_BYTES)
+            {
+                let stats = self.append(&mut batches);
+                cell.rotations += usize::from(stats.rotated);
+                cell.recycled += usize::from(stats.recycled);
+                cell.operations += batch_records;
+                cell.payload_bytes += batch_records * record_bytes;
+            }
+            cell.elapsed = start.elapsed();
+            cell
+        }
+    }
+
+    impl Drop for Steady {
+        fn drop(&mut self) {
+            self.wal = None;
+            let _ = fs::remove_dir_all(&self.dir);
+        }
     }
 
     /// Writes a log of at least `log_bytes` of 16 KiB entries in appends of 4 MiB; returns
@@ -327,7 +437,7 @@ mod wal {
         let (mut wal, _) = Wal::open(dir, WalConfig::new()).expect("open a fresh WAL");
         let record_bytes = RECORD_BYTES[2];
         let batch_records = 256;
-        let mut batches = Batches::new(record_bytes, batch_records);
+        let mut batches = Batches::new(&wal, record_bytes, batch_records);
         let mut written_bytes = 0;
         while written_bytes < log_bytes {
             wal.append(batches.next()).expect("append");
@@ -358,7 +468,8 @@ mod wal {
     }
 
     impl Batches {
-        fn new(record_bytes: usize, batch_records: usize) -> Batches {
+        /// Batches continuing each group's log in `wal`.
+        fn new(wal: &Wal, record_bytes: usize, batch_records: usize) -> Batches {
             let data = Bytes::from(vec![0x5au8; record_bytes]);
             let entries = |count| {
                 (0..count)
@@ -393,7 +504,9 @@ mod wal {
             Batches {
                 templates,
                 turn: 0,
-                next_index: [1; GROUPS as usize],
+                next_index: std::array::from_fn(|group| {
+                    wal.last_index(group as u64).map_or(1, |last| last + 1)
+                }),
             }
         }
 

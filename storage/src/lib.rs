@@ -12,8 +12,9 @@
 //!   disk with checksums verified), hard states, compaction, segment rotation and deletion,
 //!   and the groups to ask for a snapshot. Its module docs give the design: batches, the
 //!   rewritten partial block, checkpoints, deletion, poisoning.
-//! - [`segment`]: segment files: names (`wal-00000001.seg`), the 64-byte header, creating,
-//!   preallocating and zero-writing one durably.
+//! - [`segment`]: segment files: names (`wal-00000001.seg`, and `wal-00000001.free` for a
+//!   deleted one kept for reuse), the 64-byte header, creating, preallocating and
+//!   zero-writing one durably.
 //! - [`record`]: the WAL record format (header with length, checksums, group id and record type;
 //!   then the payload), its encode and decode, and the classification of a bad record found
 //!   during recovery as a torn tail (truncate and go on) or corruption (stop with an error).
@@ -74,7 +75,7 @@
 //!
 //! # What exists and what comes
 //! Built now: the WAL (segments preallocated, zero-written ahead of need by a background
-//! thread, and appended through io_uring with `O_DIRECT`,
+//! thread or recycled from deleted ones, and appended through io_uring with `O_DIRECT`,
 //! group commit, hard states, truncations, compaction, rotation with checkpoints, deletion of
 //! segments every group's snapshot has passed, reads from a cache or mmap/pread with checksums
 //! verified, recovery with torn-tail truncation and corruption refused with file and offset,
@@ -85,14 +86,9 @@
 //! Not built yet:
 //! - completions polled by the core's runtime: the I/O layer submits and completes separately,
 //!   but [`Wal::append`] still blocks until its batch is durable;
-//! - reusing deleted segment files (renamed, not unlinked, as RocksDB's
-//!   `recycle_log_file_num`), so that a segment's space is not written twice (zeros when
-//!   made, then the log): needs records whose segment number or sequence makes a recycled
-//!   file's old content after the new tail read as the end, with the torn-versus-corrupt
-//!   rule kept sound;
-//! - reading a torn batch whose later sectors landed before its first (out-of-order sector
-//!   writes at power loss): the envelope then reads as damaged with data after it, which is
-//!   refused as corruption rather than truncated (safe; needs an operator).
+//! - encoding the next batch while the last one's write is in flight: an append's encoding,
+//!   checksums and copy into the write buffer run before its write, in series with it, which
+//!   bounds large batches below the device's bandwidth;
 //!
 //! The crate depends on io_uring (directly, not through the `io/` runtime) and memmap2, never on
 //! the Raft core: it stores bytes tagged with group ids and leaves their meaning to `shardcore`.

@@ -14,10 +14,15 @@
 //! The header has a checksum of its own so that its length can be trusted before the payload is
 //! read: a flipped bit in a length could otherwise make a record in the middle of the log look
 //! like one that runs off the end, that is, like a torn write, and recovery would cut away the
-//! acknowledged records after it. Segments are preallocated with zeros, so an all-zero header
-//! means "nothing was written here".
+//! acknowledged records after it. An all-zero header means "nothing was written here".
 //!
 //! # Torn or corrupt
+//! This module's rule ([`scan`], [`judge`]) is for segments whose unwritten space is zeros. The
+//! WAL's own recovery (`wal::recovery`) reads its segments batch by batch with a rule that also
+//! holds for recycled segment files, whose space after the log holds an earlier log: there,
+//! "nothing written after" becomes "no batch of this segment after", which the segment number
+//! in every batch record tells.
+//!
 //! A crash can tear only the last write, and the last write is at the end of the open (newest)
 //! segment; sealed segments were synced before the next one got a byte. So a record that fails to
 //! read is:

@@ -1,15 +1,18 @@
 //! WAL segment files: their names, their header, and creating one durably.
 //!
-//! A segment is a file of a fixed, preallocated and zero-written size named `wal-NNNNNNNN.seg` after its number
-//! (zero-padded so a directory listing sorts in log order; numbers past 8 digits still parse).
-//! It starts with a 64-byte header, then batches of records (see [`crate::wal`]) from the
-//! header's first record offset on, then zeros to its end:
+//! A segment is a file of a fixed, preallocated and written size named `wal-NNNNNNNN.seg` after
+//! its number (zero-padded so a directory listing sorts in log order; numbers past 8 digits
+//! still parse). It starts with a 64-byte header, then batches of records (see [`crate::wal`])
+//! from the header's first record offset on, then at least a record header's worth of zeros
+//! (the end mark), then whatever the file held before: zeros in a new file, a previous life's
+//! records in a recycled one (a deleted segment renamed to `wal-NNNNNNNN.free`, after its old
+//! number, and later renamed into place as a new segment instead of making a new file):
 //!
 //! ```text
 //! offset  size  field
 //!      0     8  magic                "SHRDWAL\0"
-//!      8     4  version              u32 little-endian, 1
-//!     12     4  first record offset  u32 little-endian, 64 in version 1
+//!      8     4  version              u32 little-endian, 2 (1 had no segment number in batches)
+//!     12     4  first record offset  u32 little-endian, 64
 //!     16     8  segment number       u64 little-endian, the number in the file name
 //!     24     8  segment bytes        u64 little-endian, the size it was preallocated to
 //!     32    28  reserved             zero
@@ -29,8 +32,9 @@ use std::path::{Path, PathBuf};
 pub const SEGMENT_HEADER_BYTES: usize = 64;
 /// The magic bytes a segment file starts with.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"SHRDWAL\0";
-/// The segment format version this code writes and reads.
-pub const SEGMENT_VERSION: u32 = 1;
+/// The segment format version this code writes and reads. Version 2 added the segment number
+/// to every batch record, which recycling needs; version 1 logs are refused, not converted.
+pub const SEGMENT_VERSION: u32 = 2;
 
 /// A segment's header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,17 +119,46 @@ pub fn parse_segment_file_name(name: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
+/// The file name of a deleted segment kept for reuse (recycled), after the number it had.
+/// Not a segment name: recovery never reads it.
+pub fn free_file_name(number: u64) -> String {
+    format!("wal-{number:08}.free")
+}
+
+/// The number a recycled segment's file name carries, if it is one's.
+pub fn parse_free_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix("wal-")?.strip_suffix(".free")?;
+    if digits.len() < 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
 /// The segment numbers in `dir`, in order.
 pub fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
+    list_numbered(dir, parse_segment_file_name)
+}
+
+/// The numbers of the recycled segment files in `dir`, in order.
+pub fn list_free(dir: &Path) -> io::Result<Vec<u64>> {
+    list_numbered(dir, parse_free_file_name)
+}
+
+fn list_numbered(dir: &Path, parse: fn(&str) -> Option<u64>) -> io::Result<Vec<u64>> {
     let mut numbers = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
-        if let Some(number) = entry.file_name().to_str().and_then(parse_segment_file_name) {
+        if let Some(number) = entry.file_name().to_str().and_then(parse) {
             numbers.push(number);
         }
     }
     numbers.sort_unstable();
     Ok(numbers)
+}
+
+/// The path of recycled segment file `number` in `dir`.
+pub fn free_path(dir: &Path, number: u64) -> PathBuf {
+    dir.join(free_file_name(number))
 }
 
 /// The path of segment `number` in `dir`.
@@ -246,5 +279,9 @@ mod tests {
         assert_eq!(parse_segment_file_name("wal-0000000x.seg"), None);
         assert_eq!(parse_segment_file_name("snap-00000001.seg"), None);
         assert!(segment_file_name(9) < segment_file_name(10));
+        assert_eq!(free_file_name(3), "wal-00000003.free");
+        assert_eq!(parse_free_file_name("wal-00000003.free"), Some(3));
+        assert_eq!(parse_segment_file_name("wal-00000003.free"), None);
+        assert_eq!(parse_free_file_name("wal-00000003.seg"), None);
     }
 }

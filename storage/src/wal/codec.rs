@@ -11,8 +11,14 @@
 //!            commit u64, compaction index u64, compaction term u64, first index u64,
 //!            last index u64 (fields a flag does not announce are zero)
 //! Batch      body bytes u64, body checksum u32 (CRC-32C of the body), records u32,
-//!            sequence u64 (one more than the previous batch's)
+//!            sequence u64 (one more than the previous batch's), segment u64 (the number of
+//!            the segment the batch was written in)
 //! ```
+//!
+//! The batch's segment number is what makes a recycled segment file safe to append into: the
+//! file still holds its previous life's batches past the new tail, each naming the older
+//! segment it was written in, so recovery never takes one of them for this segment's (see
+//! `recovery`).
 //!
 //! A batch is one `Batch` record followed by its body: the records of one `append`, preceded,
 //! in the first batch of a segment, by a checkpoint: one `GroupState` record per group.
@@ -25,7 +31,7 @@ use crate::record::{
 use super::{HardState, LogRecord, WalEntry, WalError};
 
 /// The size of a `Batch` record's payload.
-pub const BATCH_PAYLOAD_BYTES: usize = 24;
+pub const BATCH_PAYLOAD_BYTES: usize = 32;
 /// The size of a `Batch` record, header included: what each batch adds to its body.
 pub const BATCH_RECORD_BYTES: usize = HEADER_BYTES + BATCH_PAYLOAD_BYTES;
 /// The bytes an `Entries` payload spends before its entries.
@@ -44,6 +50,8 @@ pub struct BatchHeader {
     pub records: u32,
     /// The batch's sequence number in the WAL.
     pub sequence: u64,
+    /// The number of the segment the batch was written in.
+    pub segment: u64,
 }
 
 impl BatchHeader {
@@ -54,6 +62,7 @@ impl BatchHeader {
         bytes[8..12].copy_from_slice(&self.body_checksum.to_le_bytes());
         bytes[12..16].copy_from_slice(&self.records.to_le_bytes());
         bytes[16..24].copy_from_slice(&self.sequence.to_le_bytes());
+        bytes[24..32].copy_from_slice(&self.segment.to_le_bytes());
         bytes
     }
 
@@ -65,6 +74,7 @@ impl BatchHeader {
             body_checksum: reader.u32()?,
             records: reader.u32()?,
             sequence: reader.u64()?,
+            segment: reader.u64()?,
         };
         reader.finish("batch record of the wrong size")?;
         Ok(header)
@@ -474,8 +484,17 @@ mod tests {
         let mut entries = 1u64.to_le_bytes().to_vec();
         entries.extend_from_slice(&u32::MAX.to_le_bytes());
         assert!(decode_payload(RecordKind::Entries, &entries).is_err());
-        assert!(decode_payload(RecordKind::Batch, &[0; 24]).is_err());
-        assert!(BatchHeader::decode(&[0; 23]).is_err());
+        assert!(decode_payload(RecordKind::Batch, &[0; 32]).is_err());
+        assert!(BatchHeader::decode(&[0; 31]).is_err());
+        assert!(BatchHeader::decode(&[0; 33]).is_err());
+        let header = BatchHeader {
+            body_bytes: 1,
+            body_checksum: 2,
+            records: 3,
+            sequence: 4,
+            segment: 5,
+        };
+        assert_eq!(BatchHeader::decode(&header.to_bytes()), Ok(header));
         let mut state = [0u8; GROUP_STATE_BYTES];
         state[0] = 8;
         assert!(

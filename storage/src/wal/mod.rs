@@ -9,12 +9,14 @@
 //! # On disk
 //! A directory of segment files `wal-00000001.seg`, `wal-00000002.seg`, ... (see
 //! [`crate::segment`]), each preallocated to [`WalConfig::segment_bytes`]. A segment holds
-//! batches, one per `append`: a [`RecordKind::Batch`] record
-//! giving the length, CRC-32C and sequence number of its body, then the body: the batch's
-//! records, each with its own header and checksums ([`crate::record`]). The batch envelope
-//! makes a batch atomic: recovery applies a batch only when its whole body checks, so a crash
-//! leaves an unacknowledged batch entirely there or entirely absent, never in part; and it
-//! knows the extent of a torn batch, so only bytes after that extent make a bad batch corrupt.
+//! batches, one per `append`: a [`RecordKind::Batch`] record giving the length, CRC-32C and
+//! sequence number of its body and the number of the segment it is written in, then the
+//! body: the batch's records, each with its own header and checksums ([`crate::record`]).
+//! The batch envelope makes a batch atomic: recovery applies a batch only when its whole body
+//! checks, so a crash leaves an unacknowledged batch entirely there or entirely absent, never
+//! in part. Every write ends with the *end mark*: a record header's worth of zeros after the
+//! batch (in the padding to a whole block, or one more block when the padding is shorter),
+//! which is where recovery finds the end of the log.
 //!
 //! # Writes: the partial last block is rewritten
 //! Writes use `O_DIRECT` with 4096-byte aligned buffers, offsets and lengths. A batch rarely
@@ -39,24 +41,49 @@
 //! written (and synced) up front, an append's `fdatasync` carries only the data: the
 //! segment's size, its blocks and their written state are all durable already, which is what
 //! `fdatasync` may skip. The cost is writing each segment twice (zeros, then log), which
-//! shows at batches large enough to be bound by the disk's bandwidth; reusing deleted
-//! segments instead (RocksDB's `recycle_log_file_num`) would avoid it but needs a format in
-//! which a recycled file's old records are detectably stale (not built: see below).
+//! shows at batches large enough to be bound by the disk's bandwidth; so deleted segments are
+//! reused (recycled, as RocksDB's `recycle_log_file_num`), and in steady state no segment is
+//! zero-written at all: see Recycling.
 //!
-//! The same holds after recovery truncates a torn tail: the truncated part is preallocated
-//! again and its zeros written and synced before the first append.
+//! The same holds after recovery truncates a file that was cut short: the missing part is
+//! preallocated again and its zeros written and synced before the first append.
+//!
+//! # Recycling
+//! A segment that deletion removes is renamed to `wal-NNNNNNNN.free` (after its number; at
+//! most [`RECYCLED_MAX_SEGMENTS`] are kept, the rest unlinked) and rotation renames one of
+//! these into place as the next segment, before it turns to the zero-written spare. Its
+//! blocks are all allocated and written (zeros once, then an earlier log), so appends into it
+//! carry only data to the disk, as into a zero-written file. Its earlier log stays in it past
+//! the new log's end, and must never be read as part of it:
+//! - the writer puts the end mark after every batch, so the log's end is found right after
+//!   the last batch, never in the earlier content;
+//! - every batch names its segment, and recovery, looking past a bad spot for batches of this
+//!   segment (proof that acknowledged writes follow, that is corruption rather than a torn
+//!   tail), counts only batches that name it with a later sequence; a recycled file's batches
+//!   name the older segment it was;
+//! - reads follow only the index, which holds only records of batches recovery (or the
+//!   writer) checked in this segment.
+//!
+//! A recycled file renamed into place but never written (a crash before its first batch)
+//! still has its earlier header: recovery hands it back to the pool. The pool survives
+//! restarts; a WAL with no segment at all (new) removes it, so that segment numbers starting
+//! again at 1 cannot meet an old file's batches naming the same numbers.
 //!
 //! # Rotation
 //! When a batch does not fit in the rest of the open segment, the WAL seals it and opens the
-//! next. The next segment is normally made ahead of need by a background thread, as the spare
+//! next: a recycled file when one waits (renamed into place, directory `fsync`ed). Else the
+//! next segment is normally made ahead of need by a background thread, as the spare
 //! file [`SPARE_FILE_NAME`] (created, preallocated, zero-written, `fsync`ed; never a segment
 //! name, so recovery never reads it, and removes a leftover one at open). Rotation waits for
 //! that thread if it is still running, renames the spare to the new segment's name and
-//! `fsync`s the directory, so the name survives a crash; then starts the next spare. Without
+//! `fsync`s the directory, so the name survives a crash. A new spare is started after the
+//! append, once deletion has had its chance to refill the pool, and only if the pool is
+//! empty: in steady state no spare is made. Without
 //! a good spare (the thread failed, say on a full disk, or could not start, or the rename
 //! failed) rotation makes the segment itself, the same steps in the foreground under the new
 //! name, then its directory `fsync`. Either way a crash leaves the new segment either absent
-//! or present and all zeros, which recovery removes as a never-written last segment.
+//! or present and never written (zeros, or a recycled file's earlier header), which recovery
+//! releases as a never-written last segment.
 //! The sealed segment needs no sync of its own: every batch in it was synced before it was
 //! acknowledged. So a batch that crosses into a new segment costs, besides its one
 //! `fdatasync`, one `fsync` of the directory (and, without a spare, the making of the
@@ -71,8 +98,8 @@
 //! A segment is deleted once no group needs anything in it: every group's live entries start
 //! in a later segment (each entry in it is at or below its group's compaction index, or was
 //! truncated away), and the checkpoint of the open segment holds every hard state.
-//! Segments are deleted oldest first, each unlink followed by a directory `fsync`, so that the
-//! segments on disk are always a contiguous run. With more than [`WalConfig::max_segments`]
+//! Segments are deleted oldest first (renamed into the recycling pool or unlinked), each
+//! followed by a directory `fsync`, so that the segments on disk are always a contiguous run. With more than [`WalConfig::max_segments`]
 //! on disk, [`Wal::groups_to_snapshot`] names the groups whose entries pin the oldest one.
 //!
 //! # Reads
@@ -122,8 +149,8 @@ use crate::record::{
     encode_record, read_record, ReadOutcome, RecordHeader, RecordKind, SegmentState, HEADER_BYTES,
 };
 use crate::segment::{
-    create_direct, preallocate, segment_path, sync_dir, write_zeros, SegmentHeader,
-    SEGMENT_HEADER_BYTES,
+    create_direct, free_path, open_direct, preallocate, segment_path, sync_dir, write_zeros,
+    SegmentHeader, SEGMENT_HEADER_BYTES,
 };
 use crate::uring::{AlignedBuf, Ring, Step, Sync, WriteRequest, BLOCK_BYTES};
 
@@ -276,7 +303,10 @@ pub struct AppendStats {
     pub fdatasyncs: u32,
     /// Whether the batch went into a new segment.
     pub rotated: bool,
-    /// Segments deleted after the batch was durable.
+    /// Whether the new segment (when `rotated`) reused a deleted segment's file rather than a
+    /// newly made one: no zeros were written for it.
+    pub recycled: bool,
+    /// Segments deleted after the batch was durable (kept for reuse or unlinked).
     pub segments_deleted: usize,
 }
 
@@ -429,7 +459,23 @@ pub struct Wal {
     /// The next segment's space, being made (written with zeros and synced) in the
     /// background under [`SPARE_FILE_NAME`]; see the module docs.
     spare: Option<std::thread::JoinHandle<io::Result<File>>>,
+    /// Deleted segments kept for reuse, by their old numbers (files `wal-NNNNNNNN.free`, each
+    /// of `segment_bytes`, every block written), at most [`RECYCLED_MAX_SEGMENTS`].
+    recycled: Vec<u64>,
 }
+
+/// The most deleted segments kept for reuse. Why 4: a node's compaction usually frees one
+/// segment per rotation, sometimes a few at once (a lagging group's snapshot); four covers
+/// those bursts, so rotation almost never waits for a zero-written spare, and holds at most
+/// 4 segments (256 MiB by default) of disk that a `df` shows as used. Beyond it, deleted
+/// segments are unlinked.
+pub const RECYCLED_MAX_SEGMENTS: usize = 4;
+
+/// The zeros written after every batch, in the same write: a record header's worth, which
+/// recovery reads as the end of the log. In a recycled segment the bytes after the log's end
+/// are the file's earlier content; the end mark keeps them from ever being read as the next
+/// batch (see `recovery`).
+const END_MARK_BYTES: usize = HEADER_BYTES;
 
 /// The name of the spare segment file in a WAL directory: the next segment, made ahead of
 /// need. Not a segment name, so recovery never reads it; it removes it.
@@ -541,7 +587,7 @@ impl Wal {
                 )));
             }
             if self.open.write_pos > 0 {
-                self.rotate()?;
+                stats.recycled = self.rotate()?;
                 stats.rotated = true;
             }
             assert!(fresh_bytes <= self.open.capacity_bytes);
@@ -563,6 +609,7 @@ impl Wal {
         if stats.rotated || self.deletion_due {
             stats.segments_deleted = self.delete_obsolete_segments()?;
         }
+        self.ensure_spare();
         Ok(stats)
     }
 
@@ -707,6 +754,11 @@ impl Wal {
         self.poisoned
     }
 
+    /// How many deleted segments wait for reuse as new ones.
+    pub fn recycled_segments(&self) -> usize {
+        self.recycled.len()
+    }
+
     /// The bytes of entry data in the cache.
     pub fn cached_bytes(&self) -> usize {
         self.index.cached_bytes()
@@ -792,6 +844,7 @@ impl Wal {
             body_checksum,
             records,
             sequence: self.next_sequence,
+            segment: open.number,
         };
         let mut envelope = Vec::with_capacity(BATCH_RECORD_BYTES);
         encode_record(0, RecordKind::Batch, &header.to_bytes(), &mut envelope).expect("small");
@@ -800,6 +853,8 @@ impl Wal {
         buf.extend_from_slice(&self.checkpoint_buf);
         buf.extend_from_slice(&self.records_buf);
         let end = batch_offset + (BATCH_RECORD_BYTES + body_bytes) as u64;
+        let mark = (open.capacity_bytes - end).min(END_MARK_BYTES as u64) as usize;
+        buf.extend_from_slice(&[0u8; END_MARK_BYTES][..mark]);
         buf.pad_to_block();
         debug_assert!(write_offset + buf.len() as u64 <= open.capacity_bytes);
 
@@ -884,15 +939,18 @@ impl Wal {
         wal_io_error(op, &self.open.path, error)
     }
 
-    /// Seals the open segment and opens the next; see the module docs. Fails without
-    /// poisoning: nothing of the batch was written yet.
-    fn rotate(&mut self) -> Result<(), WalError> {
+    /// Seals the open segment and opens the next; see the module docs. Says whether the next
+    /// one is a recycled file. Fails without poisoning: nothing of the batch was written yet.
+    fn rotate(&mut self) -> Result<bool, WalError> {
         // SAFETY: the open segment is written only by this WAL, and no more once sealed.
         let map = unsafe { Mmap::map(&self.open.read) }
             .map_err(|e| wal_io_error("mmap sealed segment", &self.open.path, e))?;
         let number = self.open.number + 1;
         let path = segment_path(&self.dir, number);
-        let direct = self.make_next_segment(&path)?;
+        let (direct, recycled) = match self.take_recycled(&path)? {
+            Some(direct) => (direct, true),
+            None => (self.make_next_segment(&path)?, false),
+        };
         let read = File::open(&path).map_err(|e| wal_io_error("open segment", &path, e))?;
         let next = OpenSegment {
             number,
@@ -909,12 +967,60 @@ impl Wal {
             path: sealed.path,
             map,
         });
-        Ok(())
+        Ok(recycled)
+    }
+
+    /// The next segment, at `path`, from a deleted segment's file: renamed into place and the
+    /// directory synced. Its blocks are all written (zeros when it was made, then its earlier
+    /// log), so appends into it need no zeros written first; its earlier content past the new
+    /// log's end is told apart by the segment number in every batch and by the end mark (see
+    /// the module docs). `None` when there is none to take, or the rename failed (the next
+    /// way is tried); on a failed directory sync the file goes back to the pool.
+    fn take_recycled(&mut self, path: &Path) -> Result<Option<File>, WalError> {
+        let Some(number) = self.recycled.pop() else {
+            return Ok(None);
+        };
+        let free = free_path(&self.dir, number);
+        if std::fs::rename(&free, path).is_err() {
+            let _ = std::fs::remove_file(&free);
+            return Ok(None);
+        }
+        let synced = self
+            .config
+            .faults
+            .check(WAL_ROTATE)
+            .and_then(|()| sync_dir(&self.dir));
+        if let Err(error) = synced {
+            if std::fs::rename(path, &free).is_ok() {
+                self.recycled.push(number);
+            } else {
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(wal_io_error("directory fsync", &self.dir, error));
+        }
+        match open_direct(path) {
+            Ok(file) => Ok(Some(file)),
+            Err(error) => {
+                let _ = std::fs::remove_file(path);
+                Err(recovery::direct_error(path, error))
+            }
+        }
+    }
+
+    /// Starts making a zero-written spare when no deleted segment waits for reuse and none is
+    /// being made: the next rotation then finds one or the other ready. In steady state
+    /// (compaction deleting old segments as new ones fill) the recycled files suffice and no
+    /// zeros are written.
+    fn ensure_spare(&mut self) {
+        if self.recycled.is_empty() && self.spare.is_none() {
+            self.spare = start_spare(&self.dir, self.config.segment_bytes);
+        }
     }
 
     /// The next segment, at `path`, durably: the spare renamed into place and the directory
-    /// synced, or, without a good spare, made here ([`create_segment`]). Then the next spare
-    /// is started. On failure nothing is left at `path`.
+    /// synced, or, without a good spare, made here ([`create_segment`]). The next spare is
+    /// started after the batch (`ensure_spare`), once deletion may have refilled the pool of
+    /// recycled files. On failure nothing is left at `path`.
     fn make_next_segment(&mut self, path: &Path) -> Result<File, WalError> {
         if let Some(spare) = self.spare.take() {
             // The fault point of the step that gives the segment its space, wherever it runs.
@@ -933,14 +1039,11 @@ impl Wal {
                         let _ = std::fs::remove_file(path);
                         return Err(wal_io_error("directory fsync", &self.dir, error));
                     }
-                    self.spare = start_spare(&self.dir, self.config.segment_bytes);
                     return Ok(file);
                 }
             }
         }
-        let file = create_segment(&self.dir, path, &self.config)?;
-        self.spare = start_spare(&self.dir, self.config.segment_bytes);
-        Ok(file)
+        create_segment(&self.dir, path, &self.config)
     }
 
     /// Deletes the oldest segments while no group needs them; see the module docs.
@@ -955,8 +1058,19 @@ impl Wal {
         let needed = needed.unwrap_or(self.open.number).min(self.open.number);
         let mut deleted = 0;
         while let Some(oldest) = self.sealed.front().filter(|s| s.number < needed) {
-            std::fs::remove_file(&oldest.path)
-                .map_err(|e| wal_io_error("remove segment", &oldest.path, e))?;
+            // Kept for reuse while the pool has room and the file is of the size new segments
+            // get (a segment recovered from an older config may not be); else unlinked.
+            let reuse = self.recycled.len() < RECYCLED_MAX_SEGMENTS
+                && oldest.map.len() as u64 == self.config.segment_bytes;
+            if reuse {
+                let free = free_path(&self.dir, oldest.number);
+                std::fs::rename(&oldest.path, &free)
+                    .map_err(|e| wal_io_error("rename segment for reuse", &oldest.path, e))?;
+                self.recycled.push(oldest.number);
+            } else {
+                std::fs::remove_file(&oldest.path)
+                    .map_err(|e| wal_io_error("remove segment", &oldest.path, e))?;
+            }
             self.sealed.pop_front();
             if let Err(error) = sync_dir(&self.dir) {
                 // Whether the removal is durable is unknown: stop, as after a failed fdatasync.

@@ -1,6 +1,25 @@
 //! Opening a WAL: scan its segments in order, rebuild every group's index, hard state and
 //! compaction point, truncate a torn tail of the last segment, and refuse to start on
 //! corruption anywhere else.
+//!
+//! # Where a segment's log ends
+//! A segment file may be recycled: a deleted segment renamed into place as a new one, still
+//! holding its earlier log past the new one's end. So the end of a segment's log is not "only
+//! zeros from here on" but what the writer puts after every batch, in the same write: the end
+//! mark, a record header's worth of zeros (or the segment's end, with no room for a batch).
+//! Scanning a segment's batches in order, what stops the scan is one of:
+//! - **the end**: the end mark, or no room for another batch before the segment's end;
+//! - **damage**: a batch that fails to read (a header or batch checksum, a cut, a batch of
+//!   another segment where this one's next batch or end mark belongs);
+//! - **corruption outright**: a record whose checksum holds but which no writer writes there.
+//!
+//! Then the rest of the segment is searched for a batch of *this* segment (its number in the
+//! batch record) with a later sequence: one found means acknowledged writes follow the stop,
+//! which is corruption (or a hole: the end mark where a batch was), refused with the file and
+//! the stop's offset. None found: the end is the end; damage is a torn write in the last
+//! segment (truncated) and corruption in a sealed one (which was synced whole before the next
+//! one got a byte). The earlier content of a recycled file never counts as evidence: its
+//! batches name the older segment they were written in.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -11,20 +30,20 @@ use std::time::{Duration, Instant};
 use memmap2::{Advice, Mmap};
 
 use crate::record::{
-    all_zero, judge, read_record, Damage, DamageReason, ReadOutcome, Record, RecordHeader,
-    RecordKind, SegmentState, HEADER_BYTES,
+    all_zero, Damage, DamageReason, ReadOutcome, Record, RecordHeader, RecordKind, SegmentState,
+    HEADER_BYTES,
 };
 use crate::segment::{
-    list_segments, open_direct, preallocate, segment_file_name, segment_path, sync_dir,
-    write_zeros, SegmentHeader, SEGMENT_HEADER_BYTES,
+    free_path, list_free, list_segments, open_direct, preallocate, segment_file_name, segment_path,
+    sync_dir, write_zeros, SegmentHeader, SEGMENT_HEADER_BYTES,
 };
 use crate::uring::{AlignedBuf, Ring, BLOCK_BYTES};
 
-use super::codec::{decode_payload, BatchHeader};
+use super::codec::{decode_payload, BatchHeader, BATCH_PAYLOAD_BYTES, BATCH_RECORD_BYTES};
 use super::index::Index;
 use super::{
     create_segment, wal_io_error, OpenSegment, Recovery, SealedSegment, TornTail, Wal, WalConfig,
-    WalError, SPARE_FILE_NAME,
+    WalError, END_MARK_BYTES, RECYCLED_MAX_SEGMENTS, SPARE_FILE_NAME,
 };
 
 /// What scanning one segment found.
@@ -51,7 +70,8 @@ pub fn open(
     let mut numbers = list_segments(dir).map_err(|e| wal_io_error("list directory", dir, e))?;
     check_contiguous(dir, &numbers)?;
     remove_spare(dir)?;
-    remove_empty_last_segments(dir, &mut numbers)?;
+    let mut recycled = recycled_files(dir, &numbers, &config)?;
+    release_unwritten_last_segments(dir, &mut numbers, &mut recycled, &config)?;
     let mut index = Index::new(config.cache_bytes);
     let mut sequence = None;
     let mut recovery = Recovery {
@@ -137,8 +157,9 @@ pub fn open(
         poisoned: false,
         deletion_due: true,
         spare: None,
+        recycled,
     };
-    wal.spare = super::start_spare(dir, wal.config.segment_bytes);
+    wal.ensure_spare();
     Ok((wal, recovery))
 }
 
@@ -212,23 +233,82 @@ fn lock_dir(dir: &Path, lock_wait: Duration) -> Result<File, WalError> {
     }
 }
 
-/// A segment after the last one written, never written itself (all zeros), is removed: it is
-/// the leftover of a rotation that failed (its removal not durable) or that crashed before
-/// its first batch. Left in place it would make the segment before it look sealed, and a torn
-/// tail there look like corruption. The only segment is kept: appends start in it.
-fn remove_empty_last_segments(dir: &Path, numbers: &mut Vec<u64>) -> Result<(), WalError> {
+/// A segment after the last one written, never written itself in this life (all zeros, or a
+/// recycled file still holding an earlier segment's header, and no batch of its own), is
+/// released: the leftover of a rotation that failed (its removal not durable) or that crashed
+/// before its first batch. Left in place it would make the segment before it look sealed, and
+/// a torn tail there look like corruption. A recycled file goes back to the pool under the
+/// number its header names (the segment it was when deleted, so the name is free again and
+/// older than every live segment); an all-zero one is removed. The only segment is kept:
+/// appends start in it.
+fn release_unwritten_last_segments(
+    dir: &Path,
+    numbers: &mut Vec<u64>,
+    recycled: &mut Vec<u64>,
+    config: &WalConfig,
+) -> Result<(), WalError> {
     while let [.., _, last] = numbers[..] {
         let path = segment_path(dir, last);
         let file = File::open(&path).map_err(|e| wal_io_error("open segment", &path, e))?;
         let map = map_file(&file, &path)?;
-        if !all_zero(map.as_deref().unwrap_or(&[])) {
+        let bytes = map.as_deref().unwrap_or(&[]);
+        let Some(earlier) = unwritten(bytes, last) else {
             return Ok(());
+        };
+        let reuse = recycled.len() < RECYCLED_MAX_SEGMENTS
+            && bytes.len() as u64 == config.segment_bytes
+            && earlier.is_some_and(|earlier| !recycled.contains(&earlier));
+        drop(map);
+        match earlier.filter(|_| reuse) {
+            Some(earlier) => {
+                std::fs::rename(&path, free_path(dir, earlier))
+                    .map_err(|e| wal_io_error("rename unwritten segment for reuse", &path, e))?;
+                recycled.push(earlier);
+            }
+            None => std::fs::remove_file(&path)
+                .map_err(|e| wal_io_error("remove empty segment", &path, e))?,
         }
-        std::fs::remove_file(&path).map_err(|e| wal_io_error("remove empty segment", &path, e))?;
         sync_dir(dir).map_err(|e| wal_io_error("directory fsync", dir, e))?;
         numbers.pop();
     }
     Ok(())
+}
+
+/// `Some` when segment `number`'s bytes hold nothing written as that segment: no header of its
+/// own (all zeros: `Some(None)`; or an earlier segment's: `Some(Some(earlier))`) and no batch
+/// of it anywhere.
+fn unwritten(bytes: &[u8], number: u64) -> Option<Option<u64>> {
+    let header = &bytes[..bytes.len().min(SEGMENT_HEADER_BYTES)];
+    let earlier = match SegmentHeader::decode(bytes) {
+        Ok(header) if header.number < number => Some(header.number),
+        Ok(_) => return None,
+        Err(_) if all_zero(header) => None,
+        Err(_) => return None,
+    };
+    find_batch(bytes, 0, number, 0).is_none().then_some(earlier)
+}
+
+/// The recycled segment files found at open, kept for reuse: each must be of the configured
+/// segment size and numbered before the first segment (so that none of its batches can name a
+/// segment to come), and there are at most [`RECYCLED_MAX_SEGMENTS`]; any other is removed.
+/// A WAL with no segment yet keeps none: its numbers start again at 1.
+fn recycled_files(dir: &Path, numbers: &[u64], config: &WalConfig) -> Result<Vec<u64>, WalError> {
+    let free = list_free(dir).map_err(|e| wal_io_error("list directory", dir, e))?;
+    let first = numbers.first().copied().unwrap_or(0);
+    let mut kept = Vec::new();
+    for number in free {
+        let path = free_path(dir, number);
+        let size = std::fs::metadata(&path)
+            .map_err(|e| wal_io_error("stat recycled segment", &path, e))?
+            .len();
+        if number < first && size == config.segment_bytes && kept.len() < RECYCLED_MAX_SEGMENTS {
+            kept.push(number);
+        } else {
+            std::fs::remove_file(&path)
+                .map_err(|e| wal_io_error("remove recycled segment", &path, e))?;
+        }
+    }
+    Ok(kept)
 }
 
 /// Removes a spare segment a previous run left (made, or half made, ahead of need): it holds
@@ -305,97 +385,19 @@ fn scan_segment(
     sequence: &mut Option<u64>,
 ) -> Result<Scanned, (usize, String)> {
     let segment_bytes = match SegmentHeader::decode(bytes) {
-        Ok(header) if header.number == number => Some(header.segment_bytes),
-        Ok(header) => {
-            return Err((
-                0,
-                format!(
-                    "segment header names segment {}, not the file name's {number}",
-                    header.number
-                ),
-            ))
-        }
-        // A new segment's header goes out with its first batch: in the last segment, a bad
-        // header with nothing written after it is that first write, torn (or never made).
-        Err(reason) => {
-            let rest = bytes.get(SEGMENT_HEADER_BYTES..).unwrap_or(&[]);
-            if state == SegmentState::Open && all_zero(rest) {
-                let torn = (!all_zero(bytes)).then_some(Damage {
-                    offset: 0,
-                    reason: DamageReason::Malformed { what: reason },
-                });
-                return Ok(Scanned {
-                    end: 0,
-                    torn,
-                    records: 0,
-                    segment_bytes: None,
-                });
-            }
-            return Err((0, reason.to_string()));
-        }
+        Ok(header) if header.number == number => header.segment_bytes,
+        decoded => return scan_headerless(number, bytes, state, decoded, *sequence),
     };
     let mut offset = SEGMENT_HEADER_BYTES;
     let mut records = 0;
     loop {
-        let record = match read_record(bytes, offset, state) {
-            ReadOutcome::Record(record) => record,
-            ReadOutcome::End if offset == SEGMENT_HEADER_BYTES => {
-                // A header without its first batch (they are one write): in the last segment,
-                // that write torn; the header is written again, with a checkpoint, next time.
-                if state == SegmentState::Sealed {
-                    return Err((offset, "a sealed segment without batches".to_string()));
-                }
-                let reason = DamageReason::Malformed {
-                    what: "a segment header without its first batch",
-                };
-                return Ok(Scanned {
-                    end: 0,
-                    torn: Some(Damage { offset: 0, reason }),
-                    records,
-                    segment_bytes,
-                });
+        let (batch, body_start, body) = match read_batch(bytes, offset, number, segment_bytes) {
+            Ok(batch) => batch,
+            Err(stop) => {
+                let scanned = (records, segment_bytes);
+                return end_of_log(number, bytes, state, offset, stop, *sequence, scanned);
             }
-            ReadOutcome::End => {
-                return Ok(Scanned {
-                    end: offset,
-                    torn: None,
-                    records,
-                    segment_bytes,
-                })
-            }
-            ReadOutcome::Torn(damage) => {
-                return Ok(torn_at(offset, damage, records, segment_bytes))
-            }
-            ReadOutcome::Corrupt(damage) => return Err((damage.offset, damage.reason.to_string())),
         };
-        if record.header.kind != RecordKind::Batch {
-            return Err((offset, "a record outside a batch".to_string()));
-        }
-        let batch = BatchHeader::decode(record.payload).map_err(|e| (offset, e.to_string()))?;
-        let body_start = record.next_offset();
-        let available = bytes.len() - body_start;
-        let body_end = usize::try_from(batch.body_bytes)
-            .ok()
-            .and_then(|b| body_start.checked_add(b));
-        let Some(body) = body_end.and_then(|end| bytes.get(body_start..end)) else {
-            let reason = DamageReason::BatchCut {
-                body_bytes: batch.body_bytes,
-                available_bytes: available,
-            };
-            let extent_end = bytes.len();
-            let scanned = (records, segment_bytes);
-            return torn_or_corrupt(bytes, state, offset, reason, extent_end, scanned);
-        };
-        let computed = crc32c::crc32c(body);
-        if computed != batch.body_checksum {
-            let reason = DamageReason::BatchChecksum {
-                expected: batch.body_checksum,
-                computed,
-            };
-            let extent_end = body_start + body.len();
-            let scanned = (records, segment_bytes);
-            return torn_or_corrupt(bytes, state, offset, reason, extent_end, scanned);
-        }
         if let Some(previous) = *sequence {
             if batch.sequence != previous + 1 {
                 let reason = format!(
@@ -411,18 +413,246 @@ fn scan_segment(
     }
 }
 
-fn torn_or_corrupt(
+/// Why the scan of a segment's batches stopped; see the module docs.
+enum Stop {
+    /// The end mark, or no room for another batch.
+    End,
+    /// A batch that failed to read: torn or corrupt, by what follows.
+    Damaged(DamageReason),
+    /// A checksummed record no writer writes there: corrupt whatever follows.
+    Corrupt(String),
+}
+
+/// The batch at `offset` of segment `number` (of `segment_bytes`), checked whole: its record,
+/// its segment number and its body's checksum; with where its body starts, and the body.
+fn read_batch(
+    bytes: &[u8],
+    offset: usize,
+    number: u64,
+    segment_bytes: u64,
+) -> Result<(BatchHeader, usize, &[u8]), Stop> {
+    let room = usize::try_from(segment_bytes).map_or(usize::MAX, |b| b.saturating_sub(offset));
+    if room < BATCH_RECORD_BYTES {
+        return Err(Stop::End);
+    }
+    let rest = &bytes[offset..];
+    let Some(header_bytes) = rest.first_chunk::<HEADER_BYTES>() else {
+        if all_zero(rest) {
+            return Err(Stop::End);
+        }
+        let available_bytes = rest.len();
+        return Err(Stop::Damaged(DamageReason::HeaderCut { available_bytes }));
+    };
+    if all_zero(header_bytes) {
+        return Err(Stop::End);
+    }
+    let header = match RecordHeader::decode(header_bytes) {
+        Ok(header) => header,
+        Err(reason @ DamageReason::HeaderChecksum { .. }) => return Err(Stop::Damaged(reason)),
+        // The header's checksum holds: these fields were written as they are, by no shardcore.
+        Err(reason) => return Err(Stop::Corrupt(reason.to_string())),
+    };
+    if header.kind != RecordKind::Batch {
+        return Err(Stop::Corrupt("a record outside a batch".to_string()));
+    }
+    let length_bytes = header.length_bytes;
+    let Some(payload) = rest[HEADER_BYTES..].get(..length_bytes as usize) else {
+        let available_bytes = rest.len() - HEADER_BYTES;
+        let reason = DamageReason::PayloadCut {
+            length_bytes,
+            available_bytes,
+        };
+        return Err(Stop::Damaged(reason));
+    };
+    let computed = crc32c::crc32c(payload);
+    if computed != header.payload_checksum {
+        let expected = header.payload_checksum;
+        let reason = DamageReason::PayloadChecksum { expected, computed };
+        return Err(Stop::Damaged(reason));
+    }
+    let batch = BatchHeader::decode(payload).map_err(|e| Stop::Corrupt(e.to_string()))?;
+    if batch.segment != number {
+        let what = "a batch of another segment (a recycled file's earlier log) where this \
+                    segment's next batch or end mark belongs";
+        return Err(Stop::Damaged(DamageReason::Malformed { what }));
+    }
+    let body_start = offset + HEADER_BYTES + payload.len();
+    let body_end = usize::try_from(batch.body_bytes)
+        .ok()
+        .and_then(|b| body_start.checked_add(b));
+    let Some(body) = body_end.and_then(|end| bytes.get(body_start..end)) else {
+        let reason = DamageReason::BatchCut {
+            body_bytes: batch.body_bytes,
+            available_bytes: bytes.len() - body_start,
+        };
+        return Err(Stop::Damaged(reason));
+    };
+    let computed = crc32c::crc32c(body);
+    if computed != batch.body_checksum {
+        let expected = batch.body_checksum;
+        let reason = DamageReason::BatchChecksum { expected, computed };
+        return Err(Stop::Damaged(reason));
+    }
+    Ok((batch, body_start, body))
+}
+
+/// Judges where a segment's scan stopped, at `offset`: the end, a torn tail, or corruption
+/// (see the module docs). `sequence` is the last batch's applied before the stop.
+fn end_of_log(
+    number: u64,
     bytes: &[u8],
     state: SegmentState,
     offset: usize,
-    reason: DamageReason,
-    extent_end: usize,
-    (records, segment_bytes): (u64, Option<u64>),
+    stop: Stop,
+    sequence: Option<u64>,
+    (records, segment_bytes): (u64, u64),
 ) -> Result<Scanned, (usize, String)> {
-    match judge(bytes, state, offset, reason, extent_end) {
-        ReadOutcome::Torn(damage) => Ok(torn_at(offset, damage, records, segment_bytes)),
-        _ => Err((offset, reason.to_string())),
+    let reason = match stop {
+        Stop::Corrupt(reason) => return Err((offset, reason)),
+        Stop::End => None,
+        Stop::Damaged(reason) => Some(reason),
+    };
+    if let Some(later) = find_batch(bytes, offset + 1, number, sequence.unwrap_or(0)) {
+        let what = reason.unwrap_or(DamageReason::WrittenAfterHole);
+        return Err((
+            offset,
+            format!("{what}; a later batch of this segment follows at offset {later}"),
+        ));
     }
+    let segment_bytes = Some(segment_bytes);
+    match (reason, state) {
+        (None, _) if offset > SEGMENT_HEADER_BYTES => Ok(Scanned {
+            end: offset,
+            torn: None,
+            records,
+            segment_bytes,
+        }),
+        // A header without its first batch (they are one write): in the last segment, that
+        // write torn; the header is written again, with a checkpoint, next time.
+        (None, SegmentState::Open) => {
+            let reason = DamageReason::Malformed {
+                what: "a segment header without its first batch",
+            };
+            Ok(torn_at(
+                offset,
+                Damage { offset, reason },
+                records,
+                segment_bytes,
+            ))
+        }
+        (None, SegmentState::Sealed) => {
+            Err((offset, "a sealed segment without batches".to_string()))
+        }
+        (Some(reason), SegmentState::Open) => Ok(torn_at(
+            offset,
+            Damage { offset, reason },
+            records,
+            segment_bytes,
+        )),
+        (Some(reason), SegmentState::Sealed) => Err((offset, reason.to_string())),
+    }
+}
+
+/// A segment without a header of its own: never written in this life (all zeros, or a
+/// recycled file's earlier header), or, in the last segment, its first write (header and
+/// first batch together) torn. Either way it holds nothing acknowledged, unless a batch of
+/// it follows: then its header was lost, which is corruption.
+fn scan_headerless(
+    number: u64,
+    bytes: &[u8],
+    state: SegmentState,
+    decoded: Result<SegmentHeader, &'static str>,
+    sequence: Option<u64>,
+) -> Result<Scanned, (usize, String)> {
+    let reason = match decoded {
+        Ok(header) => {
+            let reason = format!(
+                "segment header names segment {}, not the file name's {number}",
+                header.number
+            );
+            if header.number > number || state == SegmentState::Sealed {
+                return Err((0, reason));
+            }
+            None
+        }
+        Err(reason) if state == SegmentState::Sealed => return Err((0, reason.to_string())),
+        Err(_) if all_zero(&bytes[..bytes.len().min(SEGMENT_HEADER_BYTES)]) => None,
+        Err(what) => Some(DamageReason::Malformed { what }),
+    };
+    if let Some(later) = find_batch(bytes, 0, number, sequence.unwrap_or(0)) {
+        let what = reason.map_or("no header of this segment".to_string(), |r| r.to_string());
+        return Err((0, format!("{what}; yet a batch of it is at offset {later}")));
+    }
+    Ok(Scanned {
+        end: 0,
+        torn: reason.map(|reason| Damage { offset: 0, reason }),
+        records: 0,
+        segment_bytes: None,
+    })
+}
+
+/// Where the first batch record of segment `number` with a sequence after `after_sequence`
+/// starts, at or after `from`: evidence that the segment's log goes on past that point.
+/// Records may start at any byte, so every offset is a candidate; a word-at-a-time test for
+/// a batch record's type byte skips the offsets that cannot be one, eight at a time, so that
+/// the search over the rest of a segment costs little next to reading it.
+pub fn find_batch(bytes: &[u8], from: usize, number: u64, after_sequence: u64) -> Option<usize> {
+    const KIND_AT: usize = 20;
+    const LENGTH_AT: usize = 4;
+    const KIND: u8 = RecordKind::Batch as u8;
+    let last_start = bytes.len().checked_sub(BATCH_RECORD_BYTES)?;
+    let mut at = from;
+    while at <= last_start {
+        let lanes = (last_start + 1 - at).min(8);
+        let kinds = bytes[at + KIND_AT..].first_chunk::<8>();
+        let maybe = match kinds {
+            Some(kinds) if lanes == 8 => has_byte(u64::from_le_bytes(*kinds), KIND),
+            _ => true,
+        };
+        if maybe {
+            for candidate in at..at + lanes {
+                if bytes[candidate + KIND_AT] == KIND
+                    && bytes[candidate + LENGTH_AT] == BATCH_PAYLOAD_BYTES as u8
+                    && is_batch_of(&bytes[candidate..], number, after_sequence)
+                {
+                    return Some(candidate);
+                }
+            }
+        }
+        at += lanes;
+    }
+    None
+}
+
+/// Whether any byte of `word` may be `byte` (no false negatives; rare false positives).
+fn has_byte(word: u64, byte: u8) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let x = word ^ (ONES * u64::from(byte));
+    x.wrapping_sub(ONES) & !x & HIGHS != 0
+}
+
+/// Whether `bytes` start with a whole, checked batch record of segment `number` whose sequence
+/// is after `after_sequence` (its body is not looked at).
+fn is_batch_of(bytes: &[u8], number: u64, after_sequence: u64) -> bool {
+    let Some(header_bytes) = bytes.first_chunk::<HEADER_BYTES>() else {
+        return false;
+    };
+    let Ok(header) = RecordHeader::decode(header_bytes) else {
+        return false;
+    };
+    let payload = &bytes[HEADER_BYTES..];
+    if header.kind != RecordKind::Batch || header.length_bytes as usize != BATCH_PAYLOAD_BYTES {
+        return false;
+    }
+    let Some(payload) = payload.get(..BATCH_PAYLOAD_BYTES) else {
+        return false;
+    };
+    if crc32c::crc32c(payload) != header.payload_checksum {
+        return false;
+    }
+    BatchHeader::decode(payload)
+        .is_ok_and(|batch| batch.segment == number && batch.sequence > after_sequence)
 }
 
 /// The log ends at a torn batch at `offset`. The first batch of a segment goes out in one
@@ -527,9 +757,12 @@ fn read_encoded_record(body: &[u8], offset: usize) -> ReadOutcome<'_> {
     })
 }
 
-/// Makes the last segment ready for appends at `end`: a torn tail (and anything after it) is
-/// zeroed by truncating the file there and preallocating it again, then synced, so that the
-/// next scan finds zeros after the last good batch rather than the torn bytes.
+/// Makes the last segment ready for appends at `end`. A file shorter than its segment size
+/// (cut) is truncated at `end`, preallocated again and its zeros written (see
+/// `segment::write_zeros`). A torn tail in a whole file gets the end mark written over it:
+/// the block at `end` rewritten with the log's bytes up to `end` and zeros after, so the torn
+/// batch's record is gone and the next scan (or a rotation away from this segment, which
+/// leaves it sealed) finds the log's end right there. Either way synced before any append.
 fn reopen_last(
     file: File,
     number: u64,
@@ -549,8 +782,8 @@ fn reopen_last(
         _ => config.segment_bytes,
     };
     let direct = open_direct(&path).map_err(|e| direct_error(&path, e))?;
-    if scanned.torn.is_some() || len < capacity_bytes {
-        let end = scanned.end as u64;
+    let end = scanned.end as u64;
+    if len < capacity_bytes {
         file.set_len(end)
             .map_err(|e| wal_io_error("truncate torn tail", &path, e))?;
         preallocate(&file, capacity_bytes).map_err(|e| wal_io_error("fallocate", &path, e))?;
@@ -561,6 +794,10 @@ fn reopen_last(
             .map_err(|e| wal_io_error("write zeros to truncated segment", &path, e))?;
         file.sync_all()
             .map_err(|e| wal_io_error("fsync truncated segment", &path, e))?;
+    } else if scanned.torn.is_some() {
+        write_end_mark(&direct, end, &tail, capacity_bytes)
+            .and_then(|()| direct.sync_data())
+            .map_err(|e| wal_io_error("write end mark over torn tail", &path, e))?;
     }
     Ok(OpenSegment {
         number,
@@ -568,9 +805,24 @@ fn reopen_last(
         direct,
         read: file,
         capacity_bytes,
-        write_pos: scanned.end as u64,
+        write_pos: end,
         tail,
     })
+}
+
+/// Writes `tail` (the log's bytes from the block boundary before `end` up to it) and the end
+/// mark after it, padded with zeros to whole blocks, at the block boundary before `end`.
+fn write_end_mark(direct: &File, end: u64, tail: &[u8], capacity_bytes: u64) -> io::Result<()> {
+    let mark = (capacity_bytes - end).min(END_MARK_BYTES as u64) as usize;
+    let mut buf = AlignedBuf::new();
+    buf.extend_from_slice(tail);
+    buf.extend_from_slice(&[0u8; END_MARK_BYTES][..mark]);
+    if buf.is_empty() {
+        return Ok(());
+    }
+    buf.pad_to_block();
+    let start = end - tail.len() as u64;
+    std::os::unix::fs::FileExt::write_all_at(direct, buf.as_slice(), start)
 }
 
 fn new_first_segment(dir: &Path, config: &WalConfig) -> Result<OpenSegment, WalError> {
@@ -600,4 +852,46 @@ pub fn direct_error(path: &Path, error: io::Error) -> WalError {
 
 fn align_down(offset: usize) -> usize {
     offset - offset % BLOCK_BYTES
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::encode_record;
+
+    fn batch_record(segment: u64, sequence: u64) -> Vec<u8> {
+        let header = BatchHeader {
+            body_bytes: 0,
+            body_checksum: 0,
+            records: 0,
+            sequence,
+            segment,
+        };
+        let mut out = Vec::new();
+        encode_record(0, RecordKind::Batch, &header.to_bytes(), &mut out).unwrap();
+        out
+    }
+
+    /// The search past a bad spot finds a batch record of the segment with a later sequence
+    /// at any byte offset, in zeros or in noise, and nothing else: not a batch of another
+    /// segment (a recycled file's earlier log), not one of an earlier sequence, not one with
+    /// a flipped bit, not one cut by the end of the bytes.
+    #[test]
+    fn find_batch_finds_only_later_batches_of_this_segment() {
+        let noise: Vec<u8> = (0..3000u32).map(|i| (i * 7 + i / 13) as u8).collect();
+        for background in [vec![0u8; 3000], noise] {
+            assert_eq!(find_batch(&background, 0, 9, 0), None);
+            for at in (0..background.len() - 56).step_by(37) {
+                let mut bytes = background.clone();
+                bytes[at..at + 56].copy_from_slice(&batch_record(9, 5));
+                assert_eq!(find_batch(&bytes, 0, 9, 4), Some(at), "at {at}");
+                assert_eq!(find_batch(&bytes, at + 1, 9, 4), None, "past it");
+                assert_eq!(find_batch(&bytes, 0, 9, 5), None, "not later");
+                assert_eq!(find_batch(&bytes, 0, 10, 0), None, "another segment");
+                assert_eq!(find_batch(&bytes[..at + 55], 0, 9, 0), None, "cut");
+                bytes[at + 30] ^= 1;
+                assert_eq!(find_batch(&bytes, 0, 9, 0), None, "a flipped bit");
+            }
+        }
+    }
 }
