@@ -37,8 +37,8 @@ const LENGTH_OFFSET: usize = 8;
 /// Offset of the checksum; the bytes before it are covered by it.
 const CHECKSUM_OFFSET: usize = 12;
 
-/// What a frame's body is. The set grows with the FlatBuffers schemas; a byte that names no kind
-/// is malformed input, not something to skip.
+/// What a frame's body is: each kind names the FlatBuffers root table of its body (see
+/// [`crate::body`]). A byte that names no kind is malformed input, not something to skip.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum FrameKind {
@@ -51,15 +51,26 @@ pub enum FrameKind {
     ClientRequest = 3,
     /// Node to client: the replies.
     ClientResponse = 4,
+    /// Client to the shard controller: join, leave, move or query (reserved: nothing sends it
+    /// until the shard controller exists).
+    ControllerRequest = 5,
+    /// The shard controller's reply, with a configuration for a query (reserved, as above).
+    ControllerReply = 6,
+    /// Between the MapReduce coordinator and its workers, either way (reserved: nothing sends
+    /// it until MapReduce exists).
+    MapReduce = 7,
 }
 
 impl FrameKind {
     /// Every kind, in wire order.
-    pub const ALL: [FrameKind; 4] = [
+    pub const ALL: [FrameKind; 7] = [
         FrameKind::Hello,
         FrameKind::PeerRaft,
         FrameKind::ClientRequest,
         FrameKind::ClientResponse,
+        FrameKind::ControllerRequest,
+        FrameKind::ControllerReply,
+        FrameKind::MapReduce,
     ];
 
     /// The kind a wire byte names, if any.
