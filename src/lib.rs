@@ -1,6 +1,8 @@
 //! shardcore: a thread-per-core, replicated, sharded key/value server with a MapReduce engine.
 //!
 //! # Layout
+//! - [`client`]: the client library (pipelined connections, leader and group routing, sessions
+//!   for exactly-once retries, timeouts) and the `shardcore kv` command.
 //! - [`history`]: operation histories as JSON lines (one completed client operation per line),
 //!   their reader and writer.
 //! - [`kv`]: the fault-tolerant key/value service on Raft: the state machine with exactly-once
@@ -16,6 +18,7 @@
 //!   faulty network, crashes that keep only what was durable, invariant checks after every step.
 #![deny(missing_docs)]
 
+pub mod client;
 pub mod history;
 pub mod kv;
 pub mod linearizability;
@@ -23,3 +26,4 @@ pub mod node;
 pub mod raft;
 pub mod rng;
 pub mod sim;
+pub mod wire;

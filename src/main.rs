@@ -1,4 +1,6 @@
-//! The `shardcore` binary. For now two subcommands: `shardcore sim` runs a simulated cluster from
+//! The `shardcore` binary. `shardcore server` runs a node, `shardcore kv get|put|append|delete|cas`
+//! is the command-line client, and `shardcore cluster local --nodes 3` starts a local cluster
+//! of server processes (their code lives in `shardcore::node::cli`). `shardcore sim` runs a simulated cluster from
 //! one seed under a steady proposal load (and, with `--faults`, random partitions, disconnects,
 //! crashes and restarts), prints its trace and a summary, and exits non-zero with `SEED=<n>`
 //! when a safety invariant or the final liveness check fails. The same seed prints the same
@@ -52,6 +54,16 @@ enum Command {
     /// Check a history file (one JSON operation per line) for linearizability: exit 0 if it is
     /// linearizable, 1 if not, 2 if undecided or the file is bad.
     CheckHistory(CheckHistoryArgs),
+    /// Run a node (every setting has a default: alone, it is a single-node cluster).
+    Server(shardcore::node::cli::ServerArgs),
+    /// One KV operation against a cluster (exit 0 done, 1 not found / not swapped, 2 failed).
+    Kv(shardcore::node::cli::KvArgs),
+    /// Local clusters: `cluster local --nodes 3` starts one on 127.0.0.1.
+    #[command(subcommand)]
+    Cluster(shardcore::node::cli::ClusterCommand),
+    /// A checking workload against a running cluster: concurrent clients, a history checked
+    /// for linearizability, and a count of acknowledged writes lost (exit 0 when clean).
+    Workload(shardcore::node::cli::WorkloadArgs),
 }
 
 #[derive(Args)]
@@ -141,6 +153,10 @@ fn main() -> ExitCode {
         }) => sim_kv(&args),
         Command::Sim(SimCommand { raft, .. }) => sim(&raft),
         Command::CheckHistory(args) => check_history(&args),
+        Command::Server(args) => shardcore::node::cli::server(&args),
+        Command::Kv(args) => shardcore::node::cli::kv(args),
+        Command::Cluster(command) => shardcore::node::cli::cluster(command),
+        Command::Workload(args) => shardcore::node::cli::workload(args),
     }
 }
 

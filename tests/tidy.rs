@@ -1,8 +1,9 @@
 //! Tidy checks on the source tree itself, run with the other tests.
 //!
 //! 1. The deterministic core (DESIGN.md, "a deterministic core") names no I/O, no clock and no
-//!    unseeded randomness: every `.rs` file under `src/raft`, `src/sim`, `src/rng.rs` and, once
-//!    they exist, `src/kv`, `src/shardctl` and `src/shardkv` is scanned for the forbidden names
+//!    unseeded randomness: every `.rs` file under `src/raft`, `src/sim`, `src/rng.rs`, `src/kv`,
+//!    the node's pure parts (`src/node/{core,placement}.rs`), `src/wire` and, once they
+//!    exist, `src/shardctl` and `src/shardkv` is scanned for the forbidden names
 //!    below, and every hit is reported with its file and line. Comment lines (and trailing `//`
 //!    comments) are skipped, so the docs may still say what the code must not do.
 //! 2. Every source file of every crate starts with a `//!` module doc (STYLE.md: one concept per
@@ -39,6 +40,9 @@ const CORE_PATHS: &[&str] = &[
     "src/rng.rs",
     "src/sim",
     "src/kv",
+    "src/node/core.rs",
+    "src/node/placement.rs",
+    "src/wire",
     "src/shardctl",
     "src/shardkv",
 ];

@@ -14,7 +14,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use shardcore_storage::snapshot::{SnapshotError, SnapshotStore};
-use shardcore_storage::{Recovery, Wal, WalConfig, WalError};
+use shardcore_storage::{LogRecord, Recovery, Wal, WalConfig, WalError};
 
 use super::core::{from_wal_entry, GroupBoot, WriteBatch};
 use crate::raft::{GroupId, HardState, Snapshot, SnapshotMeta};
@@ -112,7 +112,16 @@ impl CoreDisk {
     /// its records under one fdatasync. Returns the groups the log asks to snapshot because
     /// they pin its oldest segment.
     pub fn write(&mut self, batch: &WriteBatch) -> Result<Vec<GroupId>, DiskError> {
-        for s in &batch.snapshots {
+        self.write_all(std::slice::from_ref(batch))
+    }
+
+    /// Makes several batches durable at once (group commit across turns): every snapshot, then
+    /// every record in batch order, under one fdatasync. A snapshot file may become durable
+    /// before records of an earlier batch; that is safe because a snapshot only ever covers
+    /// state that is already durable (applied entries) or replaces the log (one from the
+    /// leader), and recovery reads entries after the newest snapshot.
+    pub fn write_all(&mut self, batches: &[WriteBatch]) -> Result<Vec<GroupId>, DiskError> {
+        for s in batches.iter().flat_map(|b| &b.snapshots) {
             let meta = s.snapshot.meta;
             match self
                 .snapshots
@@ -122,8 +131,21 @@ impl CoreDisk {
                 Err(e) => return Err(e.into()),
             }
         }
-        if !batch.records.is_empty() {
-            self.wal.append(&batch.records)?;
+        match batches {
+            [] => {}
+            [one] if one.records.is_empty() => {}
+            [one] => {
+                self.wal.append(&one.records)?;
+            }
+            many => {
+                let records: Vec<LogRecord> = many
+                    .iter()
+                    .flat_map(|b| b.records.iter().cloned())
+                    .collect();
+                if !records.is_empty() {
+                    self.wal.append(&records)?;
+                }
+            }
         }
         Ok(self.wal.groups_to_snapshot())
     }

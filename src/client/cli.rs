@@ -1,0 +1,149 @@
+//! `shardcore kv`: the command-line client. One operation per run, readable output, and exit
+//! codes a script can branch on:
+//!
+//! | exit | meaning |
+//! |---|---|
+//! | 0 | done (a get found the key; a cas swapped) |
+//! | 1 | a get found no value; a cas found another value (printed) |
+//! | 2 | failed: timeout, refused, bad arguments, cluster unreachable |
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::{Client, ClientConfig, ClientError};
+use crate::kv::Consistency;
+
+/// One operation of the command-line client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KvCommand {
+    /// Read a key.
+    Get {
+        /// The key.
+        key: String,
+        /// Serve from any replica (may be stale).
+        serializable: bool,
+    },
+    /// Set a key.
+    Put {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+    },
+    /// Append to a key's value.
+    Append {
+        /// The key.
+        key: String,
+        /// What to append.
+        value: String,
+    },
+    /// Remove a key.
+    Delete {
+        /// The key.
+        key: String,
+    },
+    /// Compare and swap (`expected` `None`: only if absent).
+    Cas {
+        /// The key.
+        key: String,
+        /// The value it must hold.
+        expected: Option<String>,
+        /// The new value.
+        new: String,
+    },
+}
+
+/// Where the cluster is.
+#[derive(Clone, Debug)]
+pub struct Endpoints {
+    /// Client addresses in node-id order (node 1 first).
+    pub addrs: Vec<SocketAddr>,
+    /// The cluster name.
+    pub cluster_id: String,
+    /// The cluster's group count.
+    pub groups: u64,
+    /// How long the operation may take.
+    pub timeout: Duration,
+}
+
+/// Runs one command and returns (text to print, exit code).
+pub fn run(endpoints: Endpoints, command: KvCommand) -> (String, u8) {
+    let runtime = shardcore_io::RuntimeConfig {
+        cores: 1,
+        pinning: shardcore_io::runtime::Pinning::Unpinned,
+        name: "shardcore-kv".to_string(),
+        ..shardcore_io::RuntimeConfig::default()
+    };
+    let result = shardcore_io::run(runtime, move |_core: shardcore_io::Core<()>| {
+        let endpoints = endpoints.clone();
+        let command = command.clone();
+        async move { execute(endpoints, command).await }
+    });
+    match result {
+        Ok(mut outputs) => outputs
+            .pop()
+            .unwrap_or_else(|| ("no result".to_string(), 2)),
+        Err(e) => (format!("error: cannot start the client runtime: {e}"), 2),
+    }
+}
+
+async fn execute(endpoints: Endpoints, command: KvCommand) -> (String, u8) {
+    let mut config = ClientConfig::new(
+        endpoints
+            .addrs
+            .iter()
+            .enumerate()
+            .map(|(i, addr)| (i as u64 + 1, *addr))
+            .collect(),
+    );
+    config.cluster_id = endpoints.cluster_id.clone();
+    config.groups = endpoints.groups;
+    config.op_timeout = endpoints.timeout;
+    let client = match Client::new(config) {
+        Ok(client) => client,
+        Err(e) => return (format!("error: {e}"), 2),
+    };
+    let fail = |e: ClientError| (format!("error: {e}"), 2u8);
+    let b = |s: &str| Bytes::copy_from_slice(s.as_bytes());
+    match command {
+        KvCommand::Get { key, serializable } => {
+            let consistency = if serializable {
+                Consistency::Serializable
+            } else {
+                Consistency::Linearizable
+            };
+            match client.get_with(b(&key), consistency).await {
+                Ok(Some(value)) => (String::from_utf8_lossy(&value).into_owned(), 0),
+                Ok(None) => (format!("(not found: {key})"), 1),
+                Err(e) => fail(e),
+            }
+        }
+        KvCommand::Put { key, value } => match client.put(b(&key), b(&value)).await {
+            Ok(()) => ("OK".to_string(), 0),
+            Err(e) => fail(e),
+        },
+        KvCommand::Append { key, value } => match client.append(b(&key), b(&value)).await {
+            Ok(()) => ("OK".to_string(), 0),
+            Err(e) => fail(e),
+        },
+        KvCommand::Delete { key } => match client.delete(b(&key)).await {
+            Ok(()) => ("OK".to_string(), 0),
+            Err(e) => fail(e),
+        },
+        KvCommand::Cas { key, expected, new } => {
+            let expected = expected.as_deref().map(b);
+            match client.compare_and_swap(b(&key), expected, b(&new)).await {
+                Ok((true, _)) => ("OK (swapped)".to_string(), 0),
+                Ok((false, found)) => {
+                    let found = found.map_or("(absent)".to_string(), |v| {
+                        format!("{:?}", String::from_utf8_lossy(&v))
+                    });
+                    (format!("not swapped: the key holds {found}"), 1)
+                }
+                Err(e) => fail(e),
+            }
+        }
+    }
+}

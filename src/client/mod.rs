@@ -1,0 +1,400 @@
+//! The client library: a KV client for one core of an application (or of the bench tool).
+//!
+//! - **Pipelining**: any number of operations may be in flight at once from many tasks; they
+//!   share one connection per node, and replies are matched by request id.
+//! - **Routing**: a key's group is computed locally ([`crate::node::placement`]); each group's
+//!   leader is cached, learnt from "not the leader" hints, and forgotten on failure.
+//! - **Exactly once**: a write runs in a session of its group (Raft thesis §6.3) with a fresh
+//!   sequence number and is retried with the same number until answered, so a retry after a
+//!   lost reply is applied once. Sessions are pooled per group: one in-flight write per
+//!   session, and as many sessions as concurrent writes. Reads need no session.
+//! - **Timeouts**: each attempt has a timeout, after which the next node is tried; the whole
+//!   operation has a deadline, after which it fails with [`ClientError::Timeout`] (a write may
+//!   still take effect: its outcome is unknown).
+//!
+//! The client runs on the runtime's executor (`shardcore_io`), one `Client` per core; it is not
+//! `Send`.
+//!
+//! [`workload`] is a checking workload on top of it (histories and a lost-write count), used by
+//! the real-process tests and `scripts/crash-restart.sh`.
+
+pub mod cli;
+mod conn;
+pub mod workload;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+pub use conn::{Conn, ConnError};
+
+use crate::kv::{ClientId, Consistency, KvError, Op, Reply, Request};
+use crate::node::placement::group_for_key;
+use crate::raft::{GroupId, NodeId};
+use crate::wire::{ClientRequest, ReplyError};
+
+/// How a client reaches the cluster and how patient it is.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Every node: its id and client address.
+    pub nodes: Vec<(NodeId, SocketAddr)>,
+    /// The cluster's name (checked by the nodes at connect).
+    pub cluster_id: String,
+    /// The cluster's KV group count (the nodes' `groups`).
+    pub groups: u64,
+    /// One attempt's limit; then the next node is tried.
+    pub attempt_timeout: Duration,
+    /// The whole operation's limit.
+    pub op_timeout: Duration,
+    /// Connecting's limit.
+    pub connect_timeout: Duration,
+}
+
+impl ClientConfig {
+    /// Defaults for a cluster of `nodes`: 1 s attempts, 10 s operations (several elections).
+    pub fn new(nodes: Vec<(NodeId, SocketAddr)>) -> ClientConfig {
+        ClientConfig {
+            nodes,
+            cluster_id: "local".to_string(),
+            groups: 8,
+            attempt_timeout: Duration::from_secs(1),
+            op_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Why an operation failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientError {
+    /// No answer before the deadline. A write may still take effect.
+    Timeout,
+    /// The session expired while a write was retried: it may or may not have taken effect.
+    Unknown,
+    /// The service refused the operation (too large, ...): it did not take effect.
+    Refused(String),
+    /// The client's configuration is unusable (no nodes).
+    Config(String),
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Timeout => write!(f, "timed out (a write may still take effect)"),
+            ClientError::Unknown => write!(f, "outcome unknown: the session expired mid-retry"),
+            ClientError::Refused(why) => write!(f, "refused: {why}"),
+            ClientError::Config(why) => write!(f, "client configuration: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+/// Counters of one client.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    /// Attempts sent (first tries and retries).
+    pub attempts: u64,
+    /// Retries after a wrong leader, timeout, busy node or failed connection.
+    pub retries: u64,
+    /// Sessions opened.
+    pub sessions_opened: u64,
+    /// Connections made.
+    pub connects: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Session {
+    client: ClientId,
+    next_seq: u64,
+}
+
+/// A KV client for one core. See the module docs.
+pub struct Client {
+    config: ClientConfig,
+    conns: RefCell<HashMap<NodeId, Rc<Conn>>>,
+    leaders: RefCell<HashMap<GroupId, NodeId>>,
+    sessions: RefCell<HashMap<GroupId, Vec<Session>>>,
+    rotate: Cell<usize>,
+    stats: Cell<ClientStats>,
+}
+
+enum Attempt {
+    Done(Result<Reply, ClientError>),
+    Retry { hint: NodeId },
+    SessionExpired,
+}
+
+impl Client {
+    /// A client; it connects lazily.
+    pub fn new(config: ClientConfig) -> Result<Client, ClientError> {
+        if config.nodes.is_empty() {
+            return Err(ClientError::Config("no nodes given".to_string()));
+        }
+        if config.groups == 0 {
+            return Err(ClientError::Config("groups must be at least 1".to_string()));
+        }
+        Ok(Client {
+            config,
+            conns: RefCell::new(HashMap::new()),
+            leaders: RefCell::new(HashMap::new()),
+            sessions: RefCell::new(HashMap::new()),
+            rotate: Cell::new(0),
+            stats: Cell::new(ClientStats::default()),
+        })
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> ClientStats {
+        self.stats.get()
+    }
+
+    /// Reads `key` (linearizable).
+    pub async fn get(&self, key: Bytes) -> Result<Option<Bytes>, ClientError> {
+        self.get_with(key, Consistency::Linearizable).await
+    }
+
+    /// Reads `key` with the given consistency.
+    pub async fn get_with(
+        &self,
+        key: Bytes,
+        consistency: Consistency,
+    ) -> Result<Option<Bytes>, ClientError> {
+        match self.execute(Op::Get { key }, consistency).await? {
+            Reply::Value(value) => Ok(value),
+            other => Err(ClientError::Refused(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    /// Sets `key` to `value`.
+    pub async fn put(&self, key: Bytes, value: Bytes) -> Result<(), ClientError> {
+        self.execute(Op::Put { key, value }, Consistency::Linearizable)
+            .await
+            .map(drop)
+    }
+
+    /// Appends `value` to `key`'s value.
+    pub async fn append(&self, key: Bytes, value: Bytes) -> Result<(), ClientError> {
+        self.execute(Op::Append { key, value }, Consistency::Linearizable)
+            .await
+            .map(drop)
+    }
+
+    /// Removes `key`.
+    pub async fn delete(&self, key: Bytes) -> Result<(), ClientError> {
+        self.execute(Op::Delete { key }, Consistency::Linearizable)
+            .await
+            .map(drop)
+    }
+
+    /// Sets `key` to `new` if it holds `expected` (`None`: if absent). Returns whether it
+    /// swapped and the value found.
+    pub async fn compare_and_swap(
+        &self,
+        key: Bytes,
+        expected: Option<Bytes>,
+        new: Bytes,
+    ) -> Result<(bool, Option<Bytes>), ClientError> {
+        let op = Op::CompareAndSwap { key, expected, new };
+        match self.execute(op, Consistency::Linearizable).await? {
+            Reply::Swapped { swapped, found } => Ok((swapped, found)),
+            other => Err(ClientError::Refused(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    /// Runs one operation to completion (or to its deadline).
+    pub async fn execute(&self, op: Op, consistency: Consistency) -> Result<Reply, ClientError> {
+        let group = group_for_key(op.key(), self.config.groups);
+        let deadline = Instant::now() + self.config.op_timeout;
+        if !op.is_write() {
+            let request = Request {
+                client: 0,
+                seq: 0,
+                op,
+                consistency,
+            };
+            return self.run(group, request, deadline).await;
+        }
+        let mut session = self.take_session(group, deadline).await?;
+        let request = Request {
+            client: session.client,
+            seq: session.next_seq,
+            op,
+            consistency: Consistency::Linearizable,
+        };
+        session.next_seq += 1;
+        let result = self.run(group, request, deadline).await;
+        match &result {
+            Err(ClientError::Unknown) => {}
+            // A session whose request timed out is still sound: its next sequence number
+            // supersedes the one in doubt, which the service then refuses as stale.
+            _ => self.put_session(group, session),
+        }
+        result
+    }
+
+    async fn run(
+        &self,
+        group: GroupId,
+        request: Request,
+        deadline: Instant,
+    ) -> Result<Reply, ClientError> {
+        let mut backoff = Duration::from_millis(5);
+        let mut first = true;
+        loop {
+            if Instant::now() >= deadline {
+                return Err(ClientError::Timeout);
+            }
+            if !first {
+                self.count(|s| s.retries += 1);
+            }
+            first = false;
+            match self.attempt(group, &request, deadline).await {
+                Attempt::Done(result) => return result,
+                Attempt::SessionExpired => return Err(ClientError::Unknown),
+                Attempt::Retry { hint } if hint != 0 => {
+                    self.leaders.borrow_mut().insert(group, hint);
+                }
+                Attempt::Retry { .. } => {
+                    self.leaders.borrow_mut().remove(&group);
+                    self.rotate.set(self.rotate.get().wrapping_add(1));
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    shardcore_io::sleep(backoff.min(left)).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(200));
+                }
+            }
+        }
+    }
+
+    async fn attempt(&self, group: GroupId, request: &Request, deadline: Instant) -> Attempt {
+        self.count(|s| s.attempts += 1);
+        let node = self.pick_node(group);
+        let Some(conn) = self.conn(node).await else {
+            return Attempt::Retry { hint: 0 };
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        let limit = self.config.attempt_timeout.min(left);
+        let call = conn.call(ClientRequest {
+            id: 0,
+            group,
+            request: request.clone(),
+        });
+        let reply = match shardcore_io::timeout(limit, call).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(ConnError::Encode(why))) => {
+                return Attempt::Done(Err(ClientError::Refused(why)))
+            }
+            Ok(Err(ConnError::Closed(_))) => {
+                self.conns.borrow_mut().remove(&node);
+                return Attempt::Retry { hint: 0 };
+            }
+            Err(_) => return Attempt::Retry { hint: 0 },
+        };
+        match reply.result {
+            Ok(reply) => {
+                self.leaders.borrow_mut().insert(group, node);
+                Attempt::Done(Ok(reply))
+            }
+            Err(ReplyError::Kv(KvError::WrongLeader { leader })) => Attempt::Retry {
+                hint: if leader == node { 0 } else { leader },
+            },
+            Err(
+                ReplyError::Kv(KvError::Timeout | KvError::Busy)
+                | ReplyError::Unavailable
+                | ReplyError::ShuttingDown,
+            ) => Attempt::Retry { hint: 0 },
+            Err(ReplyError::Kv(KvError::SessionExpired)) => Attempt::SessionExpired,
+            Err(error) => Attempt::Done(Err(ClientError::Refused(format!("{error:?}")))),
+        }
+    }
+
+    fn pick_node(&self, group: GroupId) -> NodeId {
+        if let Some(&leader) = self.leaders.borrow().get(&group) {
+            if self.config.nodes.iter().any(|(id, _)| *id == leader) {
+                return leader;
+            }
+        }
+        let nodes = &self.config.nodes;
+        nodes[(self.rotate.get() + group as usize) % nodes.len()].0
+    }
+
+    async fn conn(&self, node: NodeId) -> Option<Rc<Conn>> {
+        if let Some(conn) = self.conns.borrow().get(&node) {
+            if conn.is_alive() {
+                return Some(conn.clone());
+            }
+        }
+        let addr = self
+            .config
+            .nodes
+            .iter()
+            .find(|(id, _)| *id == node)
+            .map(|(_, addr)| *addr)?;
+        let cluster = crate::node::server::cluster_hash(&self.config.cluster_id);
+        match Conn::connect(addr, cluster, self.config.connect_timeout).await {
+            Ok(conn) => {
+                self.count(|s| s.connects += 1);
+                // Two tasks may have connected at once; keep the first, drop ours.
+                let mut conns = self.conns.borrow_mut();
+                let entry = conns.entry(node).or_insert_with(|| conn.clone());
+                if !entry.is_alive() {
+                    *entry = conn;
+                }
+                Some(entry.clone())
+            }
+            Err(_) => None,
+        }
+    }
+
+    async fn take_session(
+        &self,
+        group: GroupId,
+        deadline: Instant,
+    ) -> Result<Session, ClientError> {
+        if let Some(session) = self
+            .sessions
+            .borrow_mut()
+            .get_mut(&group)
+            .and_then(Vec::pop)
+        {
+            return Ok(session);
+        }
+        let request = Request {
+            client: 0,
+            seq: 0,
+            op: Op::Register,
+            consistency: Consistency::Linearizable,
+        };
+        match self.run(group, request, deadline).await? {
+            Reply::Registered { client } => {
+                self.count(|s| s.sessions_opened += 1);
+                Ok(Session {
+                    client,
+                    next_seq: 1,
+                })
+            }
+            other => Err(ClientError::Refused(format!(
+                "unexpected reply to Register: {other:?}"
+            ))),
+        }
+    }
+
+    fn put_session(&self, group: GroupId, session: Session) {
+        self.sessions
+            .borrow_mut()
+            .entry(group)
+            .or_default()
+            .push(session);
+    }
+
+    fn count(&self, f: impl FnOnce(&mut ClientStats)) {
+        let mut stats = self.stats.get();
+        f(&mut stats);
+        self.stats.set(stats);
+    }
+}

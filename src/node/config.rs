@@ -1,0 +1,293 @@
+//! A node's configuration: a TOML file, overridden by command-line flags, every value with an
+//! embedded default so that `shardcore server` alone runs a single-node cluster.
+//!
+//! ```toml
+//! node_id = 1
+//! cluster_id = "local"
+//! client_addr = "127.0.0.1:7001"   # clients connect here (every core accepts)
+//! peer_addr = "127.0.0.1:7101"     # peers connect to this port + core index
+//! data_dir = "shardcore-data/node-1"
+//! cores = 0                        # 0: every online CPU
+//! groups = 8                       # KV groups in the cluster (same on every node)
+//! log_level = "info"
+//!
+//! [[peers]]                        # every other member; none: a single-node cluster
+//! id = 2
+//! peer_addr = "127.0.0.1:7102"
+//! client_addr = "127.0.0.1:7002"
+//!
+//! [raft]
+//! tick_ms = 10
+//! election_ticks = 100
+//! heartbeat_ticks = 10
+//!
+//! [kv]
+//! max_raft_state_bytes = 67108864
+//! request_timeout_ms = 3000
+//!
+//! [wal]
+//! segment_bytes = 67108864
+//! max_segments = 16
+//! ```
+//!
+//! Parsing is pure (text in, value out); reading the file belongs to the caller.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::raft::NodeId;
+
+/// Another member of the cluster.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// Its node id (1..).
+    pub id: NodeId,
+    /// Where its peer listener's core 0 is (core `k` listens on this port + `k`).
+    pub peer_addr: SocketAddr,
+    /// Where its clients connect (for leader hints given to clients).
+    pub client_addr: SocketAddr,
+}
+
+/// Raft timing.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RaftSection {
+    /// Milliseconds per tick.
+    pub tick_ms: u64,
+    /// Election timeout in ticks (randomized over [this, 2 x this)).
+    pub election_ticks: u32,
+    /// Heartbeat interval in ticks.
+    pub heartbeat_ticks: u32,
+}
+
+impl Default for RaftSection {
+    /// 10 ms ticks, 1-2 s elections and 100 ms heartbeats, as etcd.
+    fn default() -> RaftSection {
+        RaftSection {
+            tick_ms: 10,
+            election_ticks: 100,
+            heartbeat_ticks: 10,
+        }
+    }
+}
+
+/// The KV service's bounds.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct KvSection {
+    /// A group snapshots once its log holds this many bytes.
+    pub max_raft_state_bytes: usize,
+    /// A request unanswered for this long is answered `Timeout` (the client retries).
+    pub request_timeout_ms: u64,
+    /// Requests waiting per group at most.
+    pub max_pending_requests: usize,
+}
+
+impl Default for KvSection {
+    fn default() -> KvSection {
+        let kv = crate::kv::KvServerConfig::default();
+        KvSection {
+            max_raft_state_bytes: kv.max_raft_state_bytes.unwrap_or(64 << 20),
+            request_timeout_ms: kv.request_timeout_ticks * 10,
+            max_pending_requests: kv.max_pending_requests,
+        }
+    }
+}
+
+/// The write-ahead log's sizes.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WalSection {
+    /// Bytes per segment file (a multiple of 4096).
+    pub segment_bytes: u64,
+    /// Segments on disk before the groups pinning the oldest are asked to snapshot.
+    pub max_segments: usize,
+}
+
+impl Default for WalSection {
+    fn default() -> WalSection {
+        let wal = shardcore_storage::WalConfig::new();
+        WalSection {
+            segment_bytes: wal.segment_bytes,
+            max_segments: wal.max_segments,
+        }
+    }
+}
+
+/// A node's whole configuration.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's id (1..), unique in the cluster.
+    pub node_id: NodeId,
+    /// A name every member and client must agree on; a connection from another cluster is
+    /// refused at its first frame.
+    pub cluster_id: String,
+    /// Where clients connect.
+    pub client_addr: SocketAddr,
+    /// Where peers connect (core `k` listens on this port + `k`).
+    pub peer_addr: SocketAddr,
+    /// Where the node keeps its logs and snapshots.
+    pub data_dir: PathBuf,
+    /// Executor threads, one per core; 0: every online CPU.
+    pub cores: usize,
+    /// KV groups in the cluster; must be the same on every node and never change.
+    pub groups: u64,
+    /// `error`, `warn`, `info`, `debug` or `trace`.
+    pub log_level: String,
+    /// The other members.
+    pub peers: Vec<PeerConfig>,
+    /// Raft timing.
+    pub raft: RaftSection,
+    /// KV bounds.
+    pub kv: KvSection,
+    /// Log sizes.
+    pub wal: WalSection,
+}
+
+impl Default for NodeConfig {
+    /// A single-node cluster on 127.0.0.1:7001 with its data in `./shardcore-data/node-1`.
+    fn default() -> NodeConfig {
+        NodeConfig {
+            node_id: 1,
+            cluster_id: "local".to_string(),
+            client_addr: SocketAddr::from(([127, 0, 0, 1], 7001)),
+            peer_addr: SocketAddr::from(([127, 0, 0, 1], 7101)),
+            data_dir: PathBuf::from("shardcore-data/node-1"),
+            cores: 0,
+            groups: 8,
+            log_level: "info".to_string(),
+            peers: Vec::new(),
+            raft: RaftSection::default(),
+            kv: KvSection::default(),
+            wal: WalSection::default(),
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Parses a TOML document; absent keys keep their defaults, unknown keys are errors.
+    pub fn from_toml(text: &str) -> Result<NodeConfig, String> {
+        let config: NodeConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        Ok(config)
+    }
+
+    /// Checks the values that parsing cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.node_id == 0 {
+            return Err("node_id must be at least 1".to_string());
+        }
+        if self.groups == 0 || self.groups > 4096 {
+            return Err(format!("groups must be in 1..=4096, not {}", self.groups));
+        }
+        if self.raft.tick_ms == 0 || self.raft.heartbeat_ticks == 0 {
+            return Err("raft.tick_ms and raft.heartbeat_ticks must be at least 1".to_string());
+        }
+        if self.raft.election_ticks <= self.raft.heartbeat_ticks {
+            return Err(format!(
+                "raft.election_ticks ({}) must exceed raft.heartbeat_ticks ({})",
+                self.raft.election_ticks, self.raft.heartbeat_ticks
+            ));
+        }
+        let mut ids: Vec<NodeId> = self.peers.iter().map(|p| p.id).collect();
+        ids.push(self.node_id);
+        ids.sort_unstable();
+        if ids.windows(2).any(|w| w[0] == w[1]) || ids[0] == 0 {
+            return Err(format!(
+                "node ids must be distinct and at least 1: this node {} and peers {:?}",
+                self.node_id,
+                self.peers.iter().map(|p| p.id).collect::<Vec<_>>()
+            ));
+        }
+        if !matches!(
+            self.log_level.as_str(),
+            "error" | "warn" | "info" | "debug" | "trace"
+        ) {
+            return Err(format!(
+                "log_level must be error, warn, info, debug or trace, not {:?}",
+                self.log_level
+            ));
+        }
+        Ok(())
+    }
+
+    /// Every member's id, ascending.
+    pub fn voters(&self) -> Vec<NodeId> {
+        let mut ids: Vec<NodeId> = self.peers.iter().map(|p| p.id).collect();
+        ids.push(self.node_id);
+        ids.sort_unstable();
+        ids
+    }
+
+    /// The KV replica's settings.
+    pub fn kv_server(&self) -> crate::kv::KvServerConfig {
+        crate::kv::KvServerConfig {
+            max_raft_state_bytes: Some(self.kv.max_raft_state_bytes),
+            max_pending_requests: self.kv.max_pending_requests,
+            request_timeout_ticks: (self.kv.request_timeout_ms / self.raft.tick_ms).max(1),
+            sessions: crate::kv::SessionLimits::default(),
+        }
+    }
+
+    /// The Raft settings every group starts from.
+    pub fn raft_config(&self) -> crate::raft::Config {
+        let mut raft = crate::raft::Config::new(self.node_id, 0, self.voters(), 0);
+        raft.election_timeout_ticks = self.raft.election_ticks;
+        raft.heartbeat_interval_ticks = self.raft.heartbeat_ticks;
+        raft
+    }
+
+    /// The WAL's settings.
+    pub fn wal_config(&self) -> shardcore_storage::WalConfig {
+        let mut wal = shardcore_storage::WalConfig::new();
+        wal.segment_bytes = self.wal.segment_bytes;
+        wal.max_segments = self.wal.max_segments;
+        wal
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_defaults_and_valid() {
+        let config = NodeConfig::from_toml("").expect("parses");
+        assert_eq!(config, NodeConfig::default());
+        config.validate().expect("defaults are valid");
+        assert_eq!(config.voters(), vec![1]);
+    }
+
+    #[test]
+    fn module_doc_example_parses() {
+        let text = "node_id = 1\ncluster_id = \"local\"\nclient_addr = \"127.0.0.1:7001\"\n\
+            peer_addr = \"127.0.0.1:7101\"\ndata_dir = \"d\"\ncores = 2\ngroups = 8\n\
+            [[peers]]\nid = 2\npeer_addr = \"127.0.0.1:7102\"\nclient_addr = \"127.0.0.1:7002\"\n\
+            [raft]\ntick_ms = 10\nelection_ticks = 100\nheartbeat_ticks = 10\n\
+            [kv]\nrequest_timeout_ms = 2000\n[wal]\nmax_segments = 8\n";
+        let config = NodeConfig::from_toml(text).expect("parses");
+        config.validate().expect("valid");
+        assert_eq!(config.voters(), vec![1, 2]);
+        assert_eq!(config.kv_server().request_timeout_ticks, 200);
+        assert_eq!(config.wal_config().max_segments, 8);
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let err = NodeConfig::from_toml("node_idd = 1").expect_err("unknown key");
+        assert!(err.contains("node_idd"), "{err}");
+        let mut config = NodeConfig::default();
+        config.peers.push(PeerConfig {
+            id: 1,
+            peer_addr: "127.0.0.1:1".parse().unwrap(),
+            client_addr: "127.0.0.1:2".parse().unwrap(),
+        });
+        assert!(config.validate().unwrap_err().contains("distinct"));
+        config.peers.clear();
+        config.groups = 0;
+        assert!(config.validate().unwrap_err().contains("groups"));
+    }
+}

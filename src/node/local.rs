@@ -1,0 +1,295 @@
+//! `shardcore cluster local`: a cluster of real server processes on 127.0.0.1 with embedded
+//! defaults, for trying shardcore out and for scripts.
+//!
+//! Node `i` (from 1) serves clients on `base_port + i - 1` and peers on
+//! `base_port + 100 + 32 * (i - 1) + core` (room for 32 cores a node); its data lives in
+//! `<data_dir>/node-<i>` and its log in `<data_dir>/node-<i>.log`. The command waits until every
+//! node answers, runs a smoke check through the client library (a put and a linearizable get),
+//! prints how to reach the cluster, and serves until ctrl-c / SIGTERM (or `--seconds`), then
+//! stops the nodes with SIGTERM (each drains and exits) and exits.
+
+use std::fs::{self, File};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::config::{NodeConfig, PeerConfig};
+
+/// What `cluster local` starts.
+#[derive(Clone, Debug)]
+pub struct LocalCluster {
+    /// Nodes (1..=15).
+    pub nodes: u64,
+    /// The first client port.
+    pub base_port: u16,
+    /// Where every node's data and log go.
+    pub data_dir: PathBuf,
+    /// Cores per node (0: every CPU).
+    pub cores: usize,
+    /// KV groups.
+    pub groups: u64,
+    /// Serve this long, then stop (None: until a signal).
+    pub seconds: Option<u64>,
+    /// The servers' log level.
+    pub log_level: String,
+}
+
+/// The configuration of node `id` of a local cluster.
+pub fn node_config(cluster: &LocalCluster, id: u64) -> NodeConfig {
+    let client = |i: u64| SocketAddr::from(([127, 0, 0, 1], cluster.base_port + i as u16 - 1));
+    let peer = |i: u64| {
+        SocketAddr::from((
+            [127, 0, 0, 1],
+            cluster.base_port + 100 + 32 * (i as u16 - 1),
+        ))
+    };
+    NodeConfig {
+        node_id: id,
+        client_addr: client(id),
+        peer_addr: peer(id),
+        data_dir: cluster.data_dir.join(format!("node-{id}")),
+        cores: cluster.cores,
+        groups: cluster.groups,
+        log_level: cluster.log_level.clone(),
+        peers: (1..=cluster.nodes)
+            .filter(|&i| i != id)
+            .map(|i| PeerConfig {
+                id: i,
+                peer_addr: peer(i),
+                client_addr: client(i),
+            })
+            .collect(),
+        ..NodeConfig::default()
+    }
+}
+
+/// The `shardcore server` flags that express `config` (every field the local cluster sets).
+pub fn server_args(config: &NodeConfig) -> Vec<String> {
+    let mut args = vec![
+        "server".to_string(),
+        "--node-id".to_string(),
+        config.node_id.to_string(),
+        "--client-addr".to_string(),
+        config.client_addr.to_string(),
+        "--peer-addr".to_string(),
+        config.peer_addr.to_string(),
+        "--data-dir".to_string(),
+        config.data_dir.display().to_string(),
+        "--cores".to_string(),
+        config.cores.to_string(),
+        "--groups".to_string(),
+        config.groups.to_string(),
+        "--log-level".to_string(),
+        config.log_level.clone(),
+    ];
+    for peer in &config.peers {
+        args.push("--peer".to_string());
+        args.push(format!(
+            "{}={}/{}",
+            peer.id, peer.peer_addr, peer.client_addr
+        ));
+    }
+    args
+}
+
+/// Starts `shardcore server` for `config` with `exe`, its output appended to `log`. The child
+/// gets SIGKILL if this process dies, so no server outlives its parent.
+pub fn spawn_server(exe: &Path, config: &NodeConfig, log: &Path) -> std::io::Result<Child> {
+    let out = File::options().create(true).append(true).open(log)?;
+    let err = out.try_clone()?;
+    let mut command = Command::new(exe);
+    command
+        .args(server_args(config))
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command.spawn()
+}
+
+/// Waits until `addr` accepts TCP connections, or `limit` passes.
+pub fn wait_listening(addr: SocketAddr, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// Sends SIGTERM to `child` and waits up to `limit` for it to exit, then SIGKILLs it.
+pub fn stop_child(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    child.wait().ok()
+}
+
+/// Runs the local cluster (see the module docs); returns the process exit code.
+pub fn run(cluster: LocalCluster) -> u8 {
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            eprintln!("error: cannot find this program's path: {e}");
+            return 2;
+        }
+    };
+    if let Err(e) = fs::create_dir_all(&cluster.data_dir) {
+        eprintln!("error: cannot create {}: {e}", cluster.data_dir.display());
+        return 2;
+    }
+    if let Err(e) = shardcore_io::signal::install_shutdown_handler() {
+        eprintln!("error: cannot install signal handlers: {e}");
+        return 2;
+    }
+    let configs: Vec<NodeConfig> = (1..=cluster.nodes)
+        .map(|id| node_config(&cluster, id))
+        .collect();
+    let mut children = Vec::new();
+    for config in &configs {
+        let log = cluster
+            .data_dir
+            .join(format!("node-{}.log", config.node_id));
+        match spawn_server(&exe, config, &log) {
+            Ok(child) => children.push(child),
+            Err(e) => {
+                eprintln!("error: starting node {}: {e}", config.node_id);
+                stop_all(&mut children);
+                return 2;
+            }
+        }
+    }
+    for config in &configs {
+        if !wait_listening(config.client_addr, Duration::from_secs(10)) {
+            eprintln!(
+                "error: node {} is not listening on {} after 10 s; see {}",
+                config.node_id,
+                config.client_addr,
+                cluster
+                    .data_dir
+                    .join(format!("node-{}.log", config.node_id))
+                    .display()
+            );
+            stop_all(&mut children);
+            return 2;
+        }
+    }
+    let endpoints: Vec<String> = configs.iter().map(|c| c.client_addr.to_string()).collect();
+    let endpoints = endpoints.join(",");
+    println!(
+        "shardcore: {} nodes on 127.0.0.1, data and logs in {}",
+        cluster.nodes,
+        cluster.data_dir.display()
+    );
+    for config in &configs {
+        println!(
+            "  node {}: clients {}  peers {}  pid {}",
+            config.node_id,
+            config.client_addr,
+            config.peer_addr,
+            children[config.node_id as usize - 1].id()
+        );
+    }
+    let smoke = smoke_check(&configs, &cluster);
+    match &smoke {
+        Ok(line) => println!("smoke check: {line}"),
+        Err(e) => println!("smoke check FAILED: {e}"),
+    }
+    println!("try it:");
+    let exe = exe.display();
+    println!("  {exe} kv --endpoints {endpoints} put greeting hello");
+    println!("  {exe} kv --endpoints {endpoints} get greeting");
+    match cluster.seconds {
+        Some(s) => println!("serving for {s} s (then stopping the nodes)"),
+        None => println!("serving until ctrl-c"),
+    }
+    let deadline = cluster
+        .seconds
+        .map(|s| Instant::now() + Duration::from_secs(s));
+    loop {
+        if shardcore_io::signal::shutdown_requested() {
+            break;
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        for (i, child) in children.iter_mut().enumerate() {
+            if let Ok(Some(status)) = child.try_wait() {
+                eprintln!("error: node {} exited unexpectedly ({status})", i + 1);
+                stop_all(&mut children);
+                return 2;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!("stopping the nodes");
+    let clean = stop_all(&mut children);
+    println!("stopped");
+    if smoke.is_err() || !clean {
+        return 2;
+    }
+    0
+}
+
+/// Stops every child with SIGTERM; true if all exited cleanly.
+fn stop_all(children: &mut [Child]) -> bool {
+    let mut clean = true;
+    for child in children.iter_mut() {
+        match stop_child(child, Duration::from_secs(10)) {
+            Some(status) if status.success() => {}
+            _ => clean = false,
+        }
+    }
+    clean
+}
+
+fn smoke_check(configs: &[NodeConfig], cluster: &LocalCluster) -> Result<String, String> {
+    let endpoints = crate::client::cli::Endpoints {
+        addrs: configs.iter().map(|c| c.client_addr).collect(),
+        cluster_id: configs[0].cluster_id.clone(),
+        groups: cluster.groups,
+        timeout: Duration::from_secs(15),
+    };
+    let started = Instant::now();
+    let put = crate::client::cli::KvCommand::Put {
+        key: "shardcore-smoke".to_string(),
+        value: "ok".to_string(),
+    };
+    let (text, code) = crate::client::cli::run(endpoints.clone(), put);
+    if code != 0 {
+        return Err(format!("put: {text}"));
+    }
+    let get = crate::client::cli::KvCommand::Get {
+        key: "shardcore-smoke".to_string(),
+        serializable: false,
+    };
+    let (text, code) = crate::client::cli::run(endpoints, get);
+    if code != 0 || text != "ok" {
+        return Err(format!("get returned {text:?} (exit {code})"));
+    }
+    Ok(format!(
+        "put and linearizable get answered in {} ms (includes leader elections)",
+        started.elapsed().as_millis()
+    ))
+}

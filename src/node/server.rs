@@ -1,0 +1,775 @@
+//! The node's runtime glue: one [`CoreNode`] per core on the `shardcore_io` runtime, its log
+//! thread, its sockets and the mesh between cores.
+//!
+//! Per core:
+//! - a **log thread** owns the core's [`CoreDisk`]; it takes every batch queued since its last
+//!   write and makes them durable together (one fdatasync: group commit across groups and
+//!   across turns), then reports the last ticket back over a bridge channel. A storage error
+//!   stops the whole process before anything unsaved is acknowledged;
+//! - a **ticker** drives Raft and request timeouts every `tick_ms`;
+//! - a **client listener** on the shared client port (every core binds it with SO_REUSEPORT;
+//!   the kernel spreads connections). A request for a group another core owns travels there
+//!   over the mesh, and its reply travels back;
+//! - a **peer listener** on `peer_port + core`; peers send each core the traffic of the groups
+//!   it owns. A message for a group owned elsewhere (a peer with another core count) is
+//!   forwarded over the mesh;
+//! - **peer links**: one outbound connection per (peer node, its core), carrying every message
+//!   for that destination, coalesced into one frame per turn.
+//!
+//! Inputs only update the core's state and schedule one **pump** per executor turn: it takes
+//! the core's output, sends the messages at once, hands the batch to the log thread and writes
+//! the replies, one frame per connection.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use shardcore_io::bridge::{self, BridgeSender};
+use shardcore_io::framed::{FrameReader, FrameWriter};
+use shardcore_io::net::{TcpListener, TcpStream};
+use shardcore_io::peer::{PeerLink, PeerLinkConfig};
+use shardcore_io::{Core, CoreId, RuntimeConfig};
+use shardcore_protocol::FrameKind;
+use tracing::{debug, error, info, warn};
+
+use super::config::NodeConfig;
+use super::core::{CoreConfig, CoreNode, WriteBatch};
+use super::disk::CoreDisk;
+use super::placement::{core_of_group, group_for_key, groups_of_core, key_hash};
+use crate::kv::{Op, Response};
+use crate::raft::{GroupId, Message, NodeId};
+use crate::wire::{
+    decode_hello, decode_raft_batch, decode_requests, ClientReply, ClientRequest, Encoder, Hello,
+    HelloRole, ReplyError, RequestId,
+};
+
+/// What travels between the cores of a node.
+pub enum CoreMsg {
+    /// A client request for a group the receiving core owns.
+    Request {
+        /// Names the request's connection on the sending core.
+        token: u64,
+        /// The group.
+        group: GroupId,
+        /// The request.
+        request: crate::kv::Request,
+    },
+    /// A reply for a connection of the receiving core.
+    Reply {
+        /// The token the request came with.
+        token: u64,
+        /// The answer.
+        response: Response,
+    },
+    /// Raft messages for groups the receiving core owns.
+    Raft(Vec<Message>),
+}
+
+/// Why a connection that said nothing at all was dropped.
+const CLOSED_BEFORE_HELLO: &str = "closed before its hello";
+
+/// The cluster id on the wire: a stable hash of the configured name (never 0).
+pub fn cluster_hash(cluster_id: &str) -> u64 {
+    key_hash(cluster_id.as_bytes()) | 1
+}
+
+/// Why the server stopped with an error.
+#[derive(Debug)]
+pub struct ServerError(pub String);
+
+impl std::fmt::Display for ServerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ServerError {}
+
+/// Runs the node until a shutdown signal (SIGTERM, SIGINT) and a graceful drain.
+pub fn run(config: NodeConfig) -> Result<(), ServerError> {
+    config.validate().map_err(ServerError)?;
+    shardcore_io::signal::install_shutdown_handler()
+        .map_err(|e| ServerError(format!("installing signal handlers: {e}")))?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        ServerError(format!(
+            "creating data directory {}: {e}",
+            config.data_dir.display()
+        ))
+    })?;
+    let runtime = RuntimeConfig {
+        cores: config.cores,
+        name: format!("shardcore-n{}", config.node_id),
+        ..RuntimeConfig::default()
+    };
+    let config = std::sync::Arc::new(config);
+    let results = shardcore_io::run(runtime, move |core: Core<CoreMsg>| {
+        let config = config.clone();
+        async move { core_main(core, (*config).clone()).await }
+    })
+    .map_err(|e| ServerError(format!("runtime: {e}")))?;
+    for result in results {
+        result?;
+    }
+    Ok(())
+}
+
+/// What the log thread reports.
+enum DiskDone {
+    /// Every batch up to this ticket is durable; these groups pin the oldest segment.
+    Durable { ticket: u64, pinning: Vec<GroupId> },
+}
+
+struct ClientConn {
+    writer: FrameWriter,
+    replies: RefCell<Vec<ClientReply>>,
+}
+
+struct CoreState {
+    me: usize,
+    cores: usize,
+    config: NodeConfig,
+    cluster: u64,
+    node: RefCell<CoreNode>,
+    core: Core<CoreMsg>,
+    /// The log thread's queue; taken at shutdown, which ends the thread after its last write.
+    wal: RefCell<Option<mpsc::Sender<WriteBatch>>>,
+    links: RefCell<HashMap<(NodeId, usize), PeerLink>>,
+    peer_cores: RefCell<HashMap<NodeId, usize>>,
+    conns: RefCell<HashMap<u64, Rc<ClientConn>>>,
+    /// Reply tokens of this core: token -> (connection, request id).
+    tokens: RefCell<HashMap<u64, (u64, RequestId)>>,
+    next_token: Cell<u64>,
+    next_conn: Cell<u64>,
+    /// Connections with replies waiting to be framed.
+    conns_with_replies: RefCell<Vec<u64>>,
+    encoder: RefCell<Encoder>,
+    pump_scheduled: Cell<bool>,
+    /// Inputs handled by a pump since it was scheduled.
+    start: Instant,
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+async fn core_main(core: Core<CoreMsg>, config: NodeConfig) -> Result<(), ServerError> {
+    let me = core.id().0;
+    let cores = core.count();
+    let groups = groups_of_core(me, cores, config.groups);
+    let (disk, boots) = CoreDisk::open(&config.data_dir, me, &groups, config.wal_config())
+        .map_err(|e| ServerError(format!("core {me}: opening storage: {e}")))?;
+    let recovery = disk.recovery();
+    info!(
+        core = me,
+        groups = ?groups,
+        records = recovery.records,
+        bytes = recovery.bytes,
+        torn_tail = recovery.torn_tail.is_some(),
+        "storage recovered"
+    );
+    let core_config = CoreConfig {
+        node: config.node_id,
+        voters: config.voters(),
+        raft: config.raft_config(),
+        kv: config.kv_server(),
+        seed: wall_ms() ^ (config.node_id << 32) ^ me as u64,
+    };
+    let node =
+        CoreNode::new(core_config, boots).map_err(|e| ServerError(format!("core {me}: {e}")))?;
+    let (wal_tx, wal_rx) = mpsc::channel::<WriteBatch>();
+    let (done_tx, done_rx) = bridge::channel::<DiskDone>(1024);
+    let node_id = config.node_id;
+    let log_thread = std::thread::Builder::new()
+        .name(format!("shardcore-n{node_id}-log{me}"))
+        .spawn(move || log_thread(disk, wal_rx, done_tx, me))
+        .map_err(|e| ServerError(format!("core {me}: starting the log thread: {e}")))?;
+    let state = Rc::new(CoreState {
+        me,
+        cores,
+        cluster: cluster_hash(&config.cluster_id),
+        config,
+        node: RefCell::new(node),
+        core,
+        wal: RefCell::new(Some(wal_tx)),
+        links: RefCell::new(HashMap::new()),
+        peer_cores: RefCell::new(HashMap::new()),
+        conns: RefCell::new(HashMap::new()),
+        tokens: RefCell::new(HashMap::new()),
+        next_token: Cell::new(1),
+        next_conn: Cell::new(1),
+        conns_with_replies: RefCell::new(Vec::new()),
+        encoder: RefCell::new(Encoder::new()),
+        pump_scheduled: Cell::new(false),
+        start: Instant::now(),
+    });
+
+    // Listeners first, so a peer's first connection finds them.
+    let client_listener = TcpListener::bind(state.config.client_addr).map_err(|e| {
+        ServerError(format!(
+            "core {me}: binding client address {}: {e}",
+            state.config.client_addr
+        ))
+    })?;
+    let peer_addr = with_port_offset(state.config.peer_addr, me);
+    let peer_listener = TcpListener::bind(peer_addr)
+        .map_err(|e| ServerError(format!("core {me}: binding peer address {peer_addr}: {e}")))?;
+    info!(core = me, client = %state.config.client_addr, peer = %peer_addr, "listening");
+
+    let inbox = state
+        .core
+        .take_receiver()
+        .ok_or_else(|| ServerError("mesh receiver taken twice".to_string()))?;
+    let mesh_task = {
+        let state = state.clone();
+        shardcore_io::spawn(async move {
+            while let Some((_, msg)) = inbox.recv().await {
+                state.on_mesh(msg);
+            }
+        })
+    };
+    let disk_task = {
+        let state = state.clone();
+        shardcore_io::spawn(async move {
+            while let Some(DiskDone::Durable { ticket, pinning }) = done_rx.recv().await {
+                let mut node = state.node.borrow_mut();
+                node.persisted(ticket);
+                for group in pinning {
+                    node.request_snapshot(group);
+                }
+                drop(node);
+                state.schedule_pump();
+            }
+            // The log thread ended: it failed (and said why) or the node is stopping.
+        })
+    };
+    let tick_task = {
+        let state = state.clone();
+        shardcore_io::spawn(async move {
+            let mut ticker =
+                shardcore_io::Ticker::new(Duration::from_millis(state.config.raft.tick_ms));
+            loop {
+                ticker.tick().await;
+                state.node.borrow_mut().tick(wall_ms());
+                state.schedule_pump();
+            }
+        })
+    };
+    let accept_clients = {
+        let state = state.clone();
+        shardcore_io::spawn(async move {
+            loop {
+                match client_listener.accept().await {
+                    Ok(stream) => {
+                        let state = state.clone();
+                        shardcore_io::spawn(async move { state.serve_client(stream).await })
+                            .detach();
+                    }
+                    Err(e) => {
+                        warn!(core = state.me, "accepting a client: {e}");
+                        shardcore_io::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+        })
+    };
+    let accept_peers = {
+        let state = state.clone();
+        shardcore_io::spawn(async move {
+            loop {
+                match peer_listener.accept().await {
+                    Ok(stream) => {
+                        let state = state.clone();
+                        shardcore_io::spawn(async move { state.serve_peer(stream).await }).detach();
+                    }
+                    Err(e) => {
+                        warn!(core = state.me, "accepting a peer: {e}");
+                        shardcore_io::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+        })
+    };
+
+    let reason = shardcore_io::signal::shutdown_signal().await;
+    info!(
+        core = me,
+        ?reason,
+        "shutting down: no new connections; finishing requests"
+    );
+    drop(accept_clients);
+    drop(accept_peers);
+    // Finish what is in flight (bounded), so acknowledged means durable and answered.
+    let drain_deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < drain_deadline {
+        let (pending, inflight) = {
+            let node = state.node.borrow();
+            (node.pending_requests(), node.inflight_batches())
+        };
+        if pending == 0 && inflight == 0 {
+            break;
+        }
+        shardcore_io::sleep(Duration::from_millis(10)).await;
+    }
+    let writers: Vec<Rc<ClientConn>> = state.conns.borrow().values().cloned().collect();
+    for conn in writers {
+        let _ = shardcore_io::timeout(Duration::from_millis(500), conn.writer.flush()).await;
+    }
+    drop(tick_task);
+    drop(mesh_task);
+    drop(disk_task);
+    let uptime = state.start.elapsed();
+    // Closing the batch queue ends the log thread after its last write.
+    drop(state.wal.borrow_mut().take());
+    if log_thread.join().is_err() {
+        return Err(ServerError(format!("core {me}: the log thread panicked")));
+    }
+    info!(core = me, ?uptime, "stopped");
+    Ok(())
+}
+
+fn with_port_offset(addr: SocketAddr, offset: usize) -> SocketAddr {
+    let mut addr = addr;
+    addr.set_port(addr.port() + offset as u16);
+    addr
+}
+
+/// The log thread: write every batch queued, in order, with one fdatasync; report the last.
+fn log_thread(
+    mut disk: CoreDisk,
+    batches: mpsc::Receiver<WriteBatch>,
+    done: BridgeSender<DiskDone>,
+    core: usize,
+) {
+    while let Ok(first) = batches.recv() {
+        let mut group = vec![first];
+        while let Ok(next) = batches.try_recv() {
+            group.push(next);
+            if group.len() >= 256 {
+                break;
+            }
+        }
+        let ticket = group.last().map_or(0, |b| b.ticket);
+        match disk.write_all(&group) {
+            Ok(pinning) => {
+                if done
+                    .send_blocking(DiskDone::Durable { ticket, pinning })
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Err(e) => {
+                // fsyncgate: after a failed write or fdatasync nothing may be acknowledged;
+                // the node stops, and recovery decides what is durable.
+                error!(core, "storage failed, stopping the node: {e}");
+                eprintln!("shardcore: core {core}: storage failed, stopping the node: {e}");
+                std::process::exit(3);
+            }
+        }
+    }
+}
+
+impl CoreState {
+    fn schedule_pump(self: &Rc<Self>) {
+        if self.pump_scheduled.replace(true) {
+            return;
+        }
+        let state = self.clone();
+        shardcore_io::spawn(async move {
+            shardcore_io::yield_now().await;
+            state.pump_scheduled.set(false);
+            state.pump();
+        })
+        .detach();
+    }
+
+    /// Carries out the core's output until it has none.
+    fn pump(self: &Rc<Self>) {
+        for _ in 0..64 {
+            let out = self.node.borrow_mut().take_output();
+            if out.is_empty() {
+                break;
+            }
+            self.send_messages(out.messages);
+            if let Some(batch) = out.batch {
+                let sent = match &*self.wal.borrow() {
+                    Some(wal) => wal.send(batch).is_ok(),
+                    // Stopping: the batch is never written, so nothing it holds is reported
+                    // durable or acknowledged.
+                    None => true,
+                };
+                if !sent {
+                    error!(core = self.me, "the log thread is gone; stopping");
+                    std::process::exit(3);
+                }
+            }
+            for (token, response) in out.replies {
+                self.route_reply(token, response);
+            }
+        }
+        self.flush_replies();
+    }
+
+    fn send_messages(self: &Rc<Self>, messages: Vec<Message>) {
+        if messages.is_empty() {
+            return;
+        }
+        let mut by_dest: HashMap<(NodeId, usize), Vec<Message>> = HashMap::new();
+        for message in messages {
+            let cores = self
+                .peer_cores
+                .borrow()
+                .get(&message.to)
+                .copied()
+                .unwrap_or(self.cores);
+            let dest_core = core_of_group(message.group, cores);
+            by_dest
+                .entry((message.to, dest_core))
+                .or_default()
+                .push(message);
+        }
+        for ((to, dest_core), messages) in by_dest {
+            self.send_to(to, dest_core, &messages);
+        }
+    }
+
+    fn send_to(self: &Rc<Self>, to: NodeId, dest_core: usize, messages: &[Message]) {
+        let body = {
+            let mut encoder = self.encoder.borrow_mut();
+            match encoder.raft_batch_body(self.config.node_id, to, messages) {
+                Ok(body) => Some(body.to_vec()),
+                Err(crate::wire::EncodeError::TooLarge { .. }) if messages.len() > 1 => None,
+                Err(e) => {
+                    warn!(
+                        core = self.me,
+                        to, "dropping an unencodable Raft message: {e}"
+                    );
+                    return;
+                }
+            }
+        };
+        let Some(body) = body else {
+            let (a, b) = messages.split_at(messages.len() / 2);
+            self.send_to(to, dest_core, a);
+            self.send_to(to, dest_core, b);
+            return;
+        };
+        let mut links = self.links.borrow_mut();
+        let link = match links.entry((to, dest_core)) {
+            std::collections::hash_map::Entry::Occupied(link) => link.into_mut(),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                let Some(peer) = self.config.peers.iter().find(|p| p.id == to) else {
+                    return;
+                };
+                let mut config = PeerLinkConfig::new(with_port_offset(peer.peer_addr, dest_core));
+                let hello = Hello {
+                    cluster_id: self.cluster,
+                    node_id: self.config.node_id,
+                    role: HelloRole::Peer,
+                    core_count: self.cores as u16,
+                };
+                let hello_body = match self.encoder.borrow_mut().hello_body(&hello) {
+                    Ok(body) => Bytes::copy_from_slice(body),
+                    Err(e) => {
+                        warn!(core = self.me, "cannot encode hello: {e}");
+                        return;
+                    }
+                };
+                config.hello = Some((FrameKind::Hello, hello_body));
+                slot.insert(PeerLink::new(config))
+            }
+        };
+        // A full queue (the peer is down or slow) drops the frame: Raft resends what matters.
+        if let Err(e) = link.try_send(FrameKind::PeerRaft, &body) {
+            debug!(
+                core = self.me,
+                to, "peer queue full, dropping a Raft frame: {e}"
+            );
+        }
+    }
+
+    fn route_reply(self: &Rc<Self>, token: u64, response: Response) {
+        let origin = (token >> 56) as usize;
+        if origin == self.me {
+            self.deliver_reply(token, &response);
+        } else if let Err(e) = self
+            .core
+            .try_send(CoreId(origin), CoreMsg::Reply { token, response })
+        {
+            // The origin core's queue is full: send when it has room.
+            let state = self.clone();
+            let msg = e.into_inner();
+            shardcore_io::spawn(async move {
+                let _ = state.core.send(CoreId(origin), msg).await;
+            })
+            .detach();
+        }
+    }
+
+    fn deliver_reply(&self, token: u64, response: &Response) {
+        let Some((conn_id, id)) = self.tokens.borrow_mut().remove(&token) else {
+            return;
+        };
+        let conns = self.conns.borrow();
+        let Some(conn) = conns.get(&conn_id) else {
+            return;
+        };
+        let mut replies = conn.replies.borrow_mut();
+        if replies.is_empty() {
+            self.conns_with_replies.borrow_mut().push(conn_id);
+        }
+        replies.push(ClientReply::from_response(id, response));
+    }
+
+    fn reply_now(&self, conn_id: u64, reply: ClientReply) {
+        let conns = self.conns.borrow();
+        let Some(conn) = conns.get(&conn_id) else {
+            return;
+        };
+        let mut replies = conn.replies.borrow_mut();
+        if replies.is_empty() {
+            self.conns_with_replies.borrow_mut().push(conn_id);
+        }
+        replies.push(reply);
+    }
+
+    /// One reply frame per connection with replies.
+    fn flush_replies(&self) {
+        let ids = std::mem::take(&mut *self.conns_with_replies.borrow_mut());
+        for conn_id in ids {
+            let conn = match self.conns.borrow().get(&conn_id) {
+                Some(conn) => conn.clone(),
+                None => continue,
+            };
+            let replies = std::mem::take(&mut *conn.replies.borrow_mut());
+            for chunk in replies.chunks(shardcore_protocol::limits::MAX_REQUESTS_PER_FRAME) {
+                let mut encoder = self.encoder.borrow_mut();
+                match encoder.replies_body(chunk) {
+                    Ok(body) => {
+                        if let Err(e) = conn.writer.try_send(FrameKind::ClientResponse, body) {
+                            debug!(core = self.me, conn = conn_id, "client queue full: {e}");
+                        }
+                    }
+                    Err(e) => warn!(core = self.me, conn = conn_id, "cannot encode replies: {e}"),
+                }
+            }
+        }
+    }
+
+    fn on_mesh(self: &Rc<Self>, msg: CoreMsg) {
+        match msg {
+            CoreMsg::Request {
+                token,
+                group,
+                request,
+            } => {
+                self.node.borrow_mut().on_request(group, token, request);
+            }
+            CoreMsg::Reply { token, response } => self.deliver_reply(token, &response),
+            CoreMsg::Raft(messages) => {
+                let mut node = self.node.borrow_mut();
+                for message in messages {
+                    node.step(message);
+                }
+            }
+        }
+        self.schedule_pump();
+    }
+
+    async fn serve_client(self: Rc<Self>, stream: TcpStream) {
+        let remote = stream.peer_addr().ok();
+        let (mut reader, writer) = stream.into_framed();
+        match self.read_hello(&mut reader, HelloRole::Client).await {
+            Ok(_) => {}
+            // A probe that connects and leaves (a health check) is not worth a warning.
+            Err(why) if why == CLOSED_BEFORE_HELLO => {
+                debug!(
+                    core = self.me,
+                    ?remote,
+                    "a client connection closed before its hello"
+                );
+                return;
+            }
+            Err(why) => {
+                warn!(
+                    core = self.me,
+                    ?remote,
+                    "closing a client connection: {why}"
+                );
+                return;
+            }
+        }
+        let conn_id = self.next_conn.get();
+        self.next_conn.set(conn_id + 1);
+        self.conns.borrow_mut().insert(
+            conn_id,
+            Rc::new(ClientConn {
+                writer,
+                replies: RefCell::new(Vec::new()),
+            }),
+        );
+        let mut requests = Vec::new();
+        let why = loop {
+            let frame = match reader.next_frame().await {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break None,
+                Err(e) => break Some(e.to_string()),
+            };
+            if frame.kind != FrameKind::ClientRequest {
+                break Some(format!("unexpected {:?} frame from a client", frame.kind));
+            }
+            requests.clear();
+            if let Err(e) = decode_requests(&frame.body, &mut requests) {
+                break Some(format!("bad request frame: {e}"));
+            }
+            for request in requests.drain(..) {
+                self.on_client_request(conn_id, request);
+            }
+            self.schedule_pump();
+        };
+        if let Some(why) = why {
+            warn!(
+                core = self.me,
+                ?remote,
+                "closing a client connection: {why}"
+            );
+        }
+        self.conns.borrow_mut().remove(&conn_id);
+        self.tokens.borrow_mut().retain(|_, (c, _)| *c != conn_id);
+    }
+
+    fn on_client_request(self: &Rc<Self>, conn_id: u64, request: ClientRequest) {
+        let ClientRequest { id, group, request } = request;
+        let groups = self.config.groups;
+        let misrouted = group == 0
+            || group > groups
+            || (!matches!(request.op, Op::Register)
+                && group_for_key(request.op.key(), groups) != group);
+        if misrouted {
+            let reply = ClientReply {
+                id,
+                result: Err(ReplyError::WrongGroup),
+                consistency: request.consistency,
+            };
+            self.reply_now(conn_id, reply);
+            return;
+        }
+        let token = ((self.me as u64) << 56) | self.next_token.get();
+        self.next_token
+            .set((self.next_token.get() + 1) & ((1 << 56) - 1));
+        self.tokens.borrow_mut().insert(token, (conn_id, id));
+        let owner = core_of_group(group, self.cores);
+        if owner == self.me {
+            self.node.borrow_mut().on_request(group, token, request);
+            return;
+        }
+        let msg = CoreMsg::Request {
+            token,
+            group,
+            request,
+        };
+        if let Err(e) = self.core.try_send(CoreId(owner), msg) {
+            let state = self.clone();
+            let msg = e.into_inner();
+            shardcore_io::spawn(async move {
+                let _ = state.core.send(CoreId(owner), msg).await;
+            })
+            .detach();
+        }
+    }
+
+    async fn serve_peer(self: Rc<Self>, stream: TcpStream) {
+        let remote = stream.peer_addr().ok();
+        let (mut reader, _writer) = stream.into_framed();
+        let hello = match self.read_hello(&mut reader, HelloRole::Peer).await {
+            Ok(hello) => hello,
+            Err(why) => {
+                warn!(core = self.me, ?remote, "closing a peer connection: {why}");
+                return;
+            }
+        };
+        let from = hello.node_id;
+        if !self.config.peers.iter().any(|p| p.id == from) {
+            warn!(
+                core = self.me,
+                ?remote,
+                from,
+                "closing a connection from an unknown node"
+            );
+            return;
+        }
+        self.peer_cores
+            .borrow_mut()
+            .insert(from, usize::from(hello.core_count.max(1)));
+        debug!(core = self.me, from, "peer connected");
+        let mut messages = Vec::new();
+        let why = loop {
+            let frame = match reader.next_frame().await {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break None,
+                Err(e) => break Some(e.to_string()),
+            };
+            if frame.kind != FrameKind::PeerRaft {
+                break Some(format!(
+                    "unexpected {:?} frame from node {from}",
+                    frame.kind
+                ));
+            }
+            messages.clear();
+            if let Err(e) = decode_raft_batch(&frame.body, &mut messages) {
+                break Some(format!("bad Raft frame from node {from}: {e}"));
+            }
+            let mut elsewhere: HashMap<usize, Vec<Message>> = HashMap::new();
+            {
+                let mut node = self.node.borrow_mut();
+                for message in messages.drain(..) {
+                    if message.from != from || message.to != self.config.node_id {
+                        continue;
+                    }
+                    if node.owns(message.group) {
+                        node.step(message);
+                    } else if message.group >= 1 && message.group <= self.config.groups {
+                        let owner = core_of_group(message.group, self.cores);
+                        elsewhere.entry(owner).or_default().push(message);
+                    }
+                }
+            }
+            for (owner, batch) in elsewhere {
+                // Raft tolerates loss: a full queue drops the forwarded messages.
+                let _ = self.core.try_send(CoreId(owner), CoreMsg::Raft(batch));
+            }
+            self.schedule_pump();
+        };
+        if let Some(why) = why {
+            warn!(core = self.me, ?remote, "closing a peer connection: {why}");
+        }
+    }
+
+    async fn read_hello(&self, reader: &mut FrameReader, role: HelloRole) -> Result<Hello, String> {
+        let frame = shardcore_io::timeout(Duration::from_secs(5), reader.next_frame())
+            .await
+            .map_err(|_| "no hello within 5 s".to_string())?
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| CLOSED_BEFORE_HELLO.to_string())?;
+        if frame.kind != FrameKind::Hello {
+            return Err(format!("first frame is {:?}, not Hello", frame.kind));
+        }
+        let hello = decode_hello(&frame.body).map_err(|e| format!("bad hello: {e}"))?;
+        if hello.cluster_id != self.cluster {
+            return Err(format!(
+                "hello from another cluster ({:#x}, this is {:#x})",
+                hello.cluster_id, self.cluster
+            ));
+        }
+        if hello.role != role {
+            return Err(format!("hello says {:?} on the {role:?} port", hello.role));
+        }
+        Ok(hello)
+    }
+}

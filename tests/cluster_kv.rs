@@ -1,0 +1,210 @@
+//! Real processes: clusters of the `shardcore` binary on 127.0.0.1, concurrent clients whose
+//! histories are checked for linearizability and for lost acknowledged writes, under kill -9 of
+//! single nodes and of every node at once, SIGSTOP/SIGCONT pauses (a partition without root),
+//! graceful SIGTERM, and bad input on the client port.
+//!
+//! `SEED=<n>` fixes the workload's operation mix; failures print `SEED=` and save the history.
+//! `KEEP_CLUSTER_DIRS=1` keeps the nodes' data and logs.
+
+mod cluster_support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::thread::sleep;
+use std::time::Duration;
+
+use cluster_support::{assert_clean, TestCluster};
+
+fn seed() -> u64 {
+    std::env::var("SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1)
+}
+
+#[test]
+fn three_nodes_serve_linearizably() {
+    let seed = seed();
+    let mut cluster = TestCluster::start("three-basic", 3);
+    let config = cluster.workload_config(6, 5, seed);
+    let report = cluster.run_with(config, |_| {});
+    assert_clean(&cluster, seed, &report);
+}
+
+#[test]
+fn kill_nine_each_node_in_turn() {
+    let seed = seed();
+    let mut cluster = TestCluster::start("kill-each", 3);
+    let config = cluster.workload_config(6, 14, seed);
+    let report = cluster.run_with(config, |c| {
+        // Every node leads some groups and follows in others, so each kill takes out leaders
+        // and followers at once.
+        for id in 1..=3 {
+            sleep(Duration::from_millis(1500));
+            c.kill(id);
+            sleep(Duration::from_millis(1500));
+            c.restart(id);
+        }
+    });
+    assert_clean(&cluster, seed, &report);
+}
+
+#[test]
+fn kill_nine_every_node_at_once_then_restart() {
+    let seed = seed();
+    let mut cluster = TestCluster::start("kill-all", 3);
+    let config = cluster.workload_config(6, 12, seed);
+    let report = cluster.run_with(config, |c| {
+        for _ in 0..2 {
+            sleep(Duration::from_millis(2500));
+            for id in 1..=3 {
+                c.kill(id);
+            }
+            sleep(Duration::from_millis(500));
+            for id in 1..=3 {
+                c.spawn(id);
+            }
+            for id in 1..=3 {
+                c.wait_up(id);
+            }
+        }
+    });
+    assert_clean(&cluster, seed, &report);
+}
+
+#[test]
+fn paused_nodes_make_partitions() {
+    let seed = seed();
+    let mut cluster = TestCluster::start("pause", 3);
+    let config = cluster.workload_config(6, 12, seed);
+    let report = cluster.run_with(config, |c| {
+        for id in [1, 2, 3, 1] {
+            sleep(Duration::from_millis(1000));
+            c.pause(id);
+            sleep(Duration::from_millis(1500));
+            c.resume(id);
+        }
+    });
+    assert_clean(&cluster, seed, &report);
+}
+
+#[test]
+fn five_nodes_survive_two_failures() {
+    let seed = seed();
+    let mut cluster = TestCluster::start("five", 5);
+    let config = cluster.workload_config(6, 12, seed);
+    let report = cluster.run_with(config, |c| {
+        sleep(Duration::from_millis(2000));
+        c.kill(1);
+        c.pause(2);
+        sleep(Duration::from_millis(3000));
+        c.resume(2);
+        c.restart(1);
+        sleep(Duration::from_millis(1000));
+        c.kill(4);
+        c.kill(5);
+        sleep(Duration::from_millis(2000));
+        c.restart(4);
+        c.restart(5);
+    });
+    assert_clean(&cluster, seed, &report);
+}
+
+#[test]
+fn sigterm_drains_and_exits_zero_and_data_survives() {
+    let seed = seed();
+    let mut cluster = TestCluster::start("sigterm", 3);
+    let config = cluster.workload_config(4, 3, seed);
+    let first = cluster.run_with(config, |_| {});
+    assert_clean(&cluster, seed, &first);
+    for id in 1..=3 {
+        assert!(
+            cluster.stop_gracefully(id),
+            "node {id} did not exit 0 on SIGTERM; log:\n{}",
+            cluster.log_tail(id)
+        );
+    }
+    for id in 1..=3 {
+        cluster.spawn(id);
+    }
+    for id in 1..=3 {
+        cluster.wait_up(id);
+    }
+    // The second run starts from the first run's data: its history, placed after the first's,
+    // must linearize with it (a read that missed a first-run write would not).
+    let config = cluster.workload_config(4, 3, seed + 1);
+    let second = cluster.run_with(config, |_| {});
+    let shift = first
+        .history
+        .iter()
+        .map(|op| op.return_ns)
+        .max()
+        .unwrap_or(0)
+        + 1;
+    let mut both = second.clone();
+    both.history = first.history.clone();
+    both.history
+        .extend(second.history.iter().cloned().map(|mut op| {
+            op.call_ns += shift;
+            op.return_ns += shift;
+            op
+        }));
+    both.completed += first.completed;
+    both.acknowledged_writes += first.acknowledged_writes;
+    assert_clean(&cluster, seed, &both);
+}
+
+/// Writes `bytes` on a fresh client connection and expects the node to close it.
+fn expect_closed(addr: std::net::SocketAddr, bytes: &[u8], what: &str) {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let _ = stream.write_all(bytes);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let mut buf = [0u8; 64];
+    match stream.read(&mut buf) {
+        Ok(0) => {}
+        Ok(n) => panic!("{what}: the node answered {n} bytes instead of closing"),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("{what}: the connection was not closed: {e}"),
+    }
+}
+
+#[test]
+fn bad_frames_close_one_connection_and_the_node_serves_on() {
+    let seed = seed();
+    let mut cluster = TestCluster::start("bad-input", 3);
+    let addr = cluster.configs[0].client_addr;
+    // A client that holds a good connection open throughout.
+    let config = cluster.workload_config(3, 6, seed);
+    let report = cluster.run_with(config, |_| {
+        sleep(Duration::from_millis(500));
+        expect_closed(addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "garbage");
+        let mut header = Vec::new();
+        header.extend_from_slice(b"SHCR");
+        header.extend_from_slice(&[1, 3, 0, 0]);
+        header.extend_from_slice(&u32::MAX.to_le_bytes());
+        header.extend_from_slice(&[0, 0, 0, 0]);
+        expect_closed(addr, &header, "oversize length");
+        let mut truncated = header.clone();
+        truncated[8..12].copy_from_slice(&100u32.to_le_bytes());
+        expect_closed(addr, &truncated[..14], "truncated header");
+        expect_closed(addr, &truncated, "bad checksum / truncated body");
+        let mut frame = bytes::BytesMut::new();
+        shardcore_protocol::encode(
+            shardcore_protocol::FrameKind::Hello,
+            b"not flatbuffers",
+            &mut frame,
+        )
+        .expect("encode");
+        expect_closed(addr, &frame, "a hello that fails the verifier");
+    });
+    assert_clean(&cluster, seed, &report);
+    let log = std::fs::read_to_string(cluster.log_file(1)).unwrap_or_default();
+    assert!(
+        log.contains("closing a client connection"),
+        "the node did not log why it closed the bad connections:\n{}",
+        cluster.log_tail(1)
+    );
+}

@@ -1,0 +1,335 @@
+//! Real-process cluster harness for `tests/cluster_*.rs`: starts `shardcore server` processes
+//! on 127.0.0.1 with free ports and short Raft timeouts, kills (-9), pauses (SIGSTOP/SIGCONT)
+//! and restarts them, runs the checking workload against them, and removes every process and
+//! directory it made when dropped.
+
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::Child;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shardcore::client::workload::{self, WorkloadConfig, WorkloadReport};
+use shardcore::linearizability::{check_history, Verdict};
+use shardcore::node::config::{NodeConfig, PeerConfig};
+use shardcore::node::local::{stop_child, wait_listening};
+
+/// Groups in test clusters: several per core, so group commit and routing are exercised.
+pub const GROUPS: u64 = 4;
+
+/// A free port pair range: `count` consecutive free ports (best effort: bound, then released).
+fn free_ports(count: u16) -> u16 {
+    for _ in 0..200 {
+        let probe = TcpListener::bind("127.0.0.1:0").expect("bind a probe port");
+        let base = probe.local_addr().expect("probe addr").port();
+        drop(probe);
+        if base > 65000 - count {
+            continue;
+        }
+        let all_free = (0..count).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok());
+        if all_free {
+            return base;
+        }
+    }
+    panic!("no {count} consecutive free ports on 127.0.0.1");
+}
+
+pub struct TestCluster {
+    pub name: String,
+    pub dir: PathBuf,
+    pub configs: Vec<NodeConfig>,
+    pub children: Vec<Option<Child>>,
+    exe: PathBuf,
+}
+
+impl TestCluster {
+    /// Starts `nodes` servers (1 core each) and waits until each listens.
+    pub fn start(name: &str, nodes: u64) -> TestCluster {
+        let dir = std::env::temp_dir().join(format!(
+            "shardcore-{name}-{}-{}",
+            std::process::id(),
+            free_ports(1)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("test dir");
+        let base = free_ports((nodes * 2) as u16);
+        let client = |i: u64| SocketAddr::from(([127, 0, 0, 1], base + (i as u16 - 1) * 2));
+        let peer = |i: u64| SocketAddr::from(([127, 0, 0, 1], base + (i as u16 - 1) * 2 + 1));
+        let configs: Vec<NodeConfig> = (1..=nodes)
+            .map(|id| {
+                let mut config = NodeConfig {
+                    node_id: id,
+                    client_addr: client(id),
+                    peer_addr: peer(id),
+                    data_dir: dir.join(format!("node-{id}")),
+                    cores: 1,
+                    groups: GROUPS,
+                    log_level: "info".to_string(),
+                    peers: (1..=nodes)
+                        .filter(|&i| i != id)
+                        .map(|i| PeerConfig {
+                            id: i,
+                            peer_addr: peer(i),
+                            client_addr: client(i),
+                        })
+                        .collect(),
+                    ..NodeConfig::default()
+                };
+                // Faster elections than production (300-600 ms), so tests spend their time on
+                // faults rather than waiting.
+                config.raft.election_ticks = 30;
+                config.raft.heartbeat_ticks = 5;
+                config.kv.max_raft_state_bytes = 256 << 10;
+                config.wal.segment_bytes = 1 << 20;
+                config.wal.max_segments = 8;
+                config
+            })
+            .collect();
+        let mut cluster = TestCluster {
+            name: name.to_string(),
+            dir,
+            configs,
+            children: Vec::new(),
+            exe: PathBuf::from(env!("CARGO_BIN_EXE_shardcore")),
+        };
+        for id in 1..=nodes {
+            cluster.children.push(None);
+            cluster.spawn(id);
+        }
+        for id in 1..=nodes {
+            cluster.wait_up(id);
+        }
+        cluster
+    }
+
+    fn config_file(&self, id: u64) -> PathBuf {
+        self.dir.join(format!("node-{id}.toml"))
+    }
+
+    pub fn log_file(&self, id: u64) -> PathBuf {
+        self.dir.join(format!("node-{id}.log"))
+    }
+
+    /// Starts node `id` (again).
+    pub fn spawn(&mut self, id: u64) {
+        let config = &self.configs[id as usize - 1];
+        let toml = to_toml(config);
+        std::fs::write(self.config_file(id), toml).expect("write config");
+        let child = std::process::Command::new(&self.exe)
+            .args(["server", "--config"])
+            .arg(self.config_file(id))
+            .stdin(std::process::Stdio::null())
+            .stdout(
+                std::fs::File::options()
+                    .create(true)
+                    .append(true)
+                    .open(self.log_file(id))
+                    .expect("log"),
+            )
+            .stderr(
+                std::fs::File::options()
+                    .create(true)
+                    .append(true)
+                    .open(self.log_file(id))
+                    .expect("log"),
+            )
+            .spawn()
+            .expect("spawn shardcore server");
+        self.children[id as usize - 1] = Some(child);
+    }
+
+    pub fn wait_up(&self, id: u64) {
+        let addr = self.configs[id as usize - 1].client_addr;
+        assert!(
+            wait_listening(addr, Duration::from_secs(20)),
+            "node {id} not listening on {addr}; log:\n{}",
+            self.log_tail(id)
+        );
+    }
+
+    pub fn log_tail(&self, id: u64) -> String {
+        let text = std::fs::read_to_string(self.log_file(id)).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// kill -9.
+    pub fn kill(&mut self, id: u64) {
+        if let Some(mut child) = self.children[id as usize - 1].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self, id: u64) {
+        self.kill(id);
+        self.spawn(id);
+        self.wait_up(id);
+    }
+
+    pub fn signal(&self, id: u64, signal: i32) {
+        if let Some(child) = &self.children[id as usize - 1] {
+            // SAFETY: kill(2) on our own child.
+            unsafe {
+                libc::kill(child.id() as libc::pid_t, signal);
+            }
+        }
+    }
+
+    pub fn pause(&self, id: u64) {
+        self.signal(id, libc::SIGSTOP);
+    }
+
+    pub fn resume(&self, id: u64) {
+        self.signal(id, libc::SIGCONT);
+    }
+
+    /// SIGTERM and wait: true if it exited 0.
+    pub fn stop_gracefully(&mut self, id: u64) -> bool {
+        match self.children[id as usize - 1].take() {
+            Some(mut child) => {
+                stop_child(&mut child, Duration::from_secs(15)).is_some_and(|s| s.success())
+            }
+            None => false,
+        }
+    }
+
+    pub fn endpoints(&self) -> Vec<SocketAddr> {
+        self.configs.iter().map(|c| c.client_addr).collect()
+    }
+
+    pub fn workload_config(&self, clients: usize, seconds: u64, seed: u64) -> WorkloadConfig {
+        WorkloadConfig {
+            endpoints: self.endpoints(),
+            cluster_id: self.configs[0].cluster_id.clone(),
+            groups: GROUPS,
+            clients,
+            keys: 6,
+            duration: Duration::from_secs(seconds),
+            seed,
+            op_timeout: Duration::from_secs(8),
+            key_prefix: String::new(),
+        }
+    }
+
+    /// Runs the workload on a thread while `faults` runs here; returns the report.
+    pub fn run_with<F: FnOnce(&mut TestCluster)>(
+        &mut self,
+        config: WorkloadConfig,
+        faults: F,
+    ) -> WorkloadReport {
+        let stop = Arc::new(AtomicBool::new(false));
+        let worker = {
+            let stop = stop.clone();
+            std::thread::spawn(move || workload::run(config, stop))
+        };
+        faults(self);
+        worker
+            .join()
+            .expect("workload thread")
+            .expect("workload runs")
+    }
+}
+
+/// Asserts the report is clean: no lost acknowledged write, a linearizable history, and some
+/// progress; prints the numbers.
+pub fn assert_clean(cluster: &TestCluster, seed: u64, report: &WorkloadReport) {
+    eprintln!(
+        "{}: seed {seed}: {} completed, {} acknowledged writes, {} timeouts, {} refused, {} lost, {} history ops",
+        cluster.name,
+        report.completed,
+        report.acknowledged_writes,
+        report.timeouts,
+        report.refused,
+        report.lost_writes,
+        report.history.len()
+    );
+    let logs = || {
+        (1..=cluster.configs.len() as u64)
+            .map(|id| format!("--- node {id} ---\n{}", cluster.log_tail(id)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert!(
+        report.final_read_failed.is_none(),
+        "SEED={seed} {}: {:?}\n{}",
+        cluster.name,
+        report.final_read_failed,
+        logs()
+    );
+    assert_eq!(
+        report.lost_writes, 0,
+        "SEED={seed} {}: acknowledged writes lost: {:?}",
+        cluster.name, report.lost_examples
+    );
+    assert!(
+        report.completed >= 20,
+        "SEED={seed} {}: too little progress ({} ops)\n{}",
+        cluster.name,
+        report.completed,
+        logs()
+    );
+    let verdict = check_history(&report.history);
+    match &verdict.verdict {
+        Verdict::Linearizable => {}
+        other => {
+            let path = std::env::temp_dir().join(format!("{}-seed{seed}.jsonl", cluster.name));
+            let mut file = std::fs::File::create(&path).expect("history file");
+            shardcore::history::write_all(&mut file, &report.history).expect("write history");
+            panic!(
+                "SEED={seed} {}: history not linearizable ({other:?}); saved to {}",
+                cluster.name,
+                path.display()
+            );
+        }
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for id in 1..=self.children.len() as u64 {
+            self.resume(id);
+            self.kill(id);
+        }
+        if std::env::var_os("KEEP_CLUSTER_DIRS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn to_toml(c: &NodeConfig) -> String {
+    let mut s = format!(
+        "node_id = {}\ncluster_id = {:?}\nclient_addr = \"{}\"\npeer_addr = \"{}\"\n\
+         data_dir = {:?}\ncores = {}\ngroups = {}\nlog_level = {:?}\n",
+        c.node_id,
+        c.cluster_id,
+        c.client_addr,
+        c.peer_addr,
+        c.data_dir.display().to_string(),
+        c.cores,
+        c.groups,
+        c.log_level
+    );
+    for p in &c.peers {
+        s.push_str(&format!(
+            "[[peers]]\nid = {}\npeer_addr = \"{}\"\nclient_addr = \"{}\"\n",
+            p.id, p.peer_addr, p.client_addr
+        ));
+    }
+    s.push_str(&format!(
+        "[raft]\ntick_ms = {}\nelection_ticks = {}\nheartbeat_ticks = {}\n",
+        c.raft.tick_ms, c.raft.election_ticks, c.raft.heartbeat_ticks
+    ));
+    s.push_str(&format!(
+        "[kv]\nmax_raft_state_bytes = {}\nrequest_timeout_ms = {}\nmax_pending_requests = {}\n",
+        c.kv.max_raft_state_bytes, c.kv.request_timeout_ms, c.kv.max_pending_requests
+    ));
+    s.push_str(&format!(
+        "[wal]\nsegment_bytes = {}\nmax_segments = {}\n",
+        c.wal.segment_bytes, c.wal.max_segments
+    ));
+    s
+}
