@@ -551,11 +551,20 @@ impl CoreState {
             for chunk in replies.chunks(shardcore_protocol::limits::MAX_REQUESTS_PER_FRAME) {
                 let mut encoder = self.encoder.borrow_mut();
                 match encoder.replies_body(chunk) {
-                    Ok(body) => {
-                        if let Err(e) = conn.writer.try_send(FrameKind::ClientResponse, body) {
-                            debug!(core = self.me, conn = conn_id, "client queue full: {e}");
+                    Ok(body) => match conn.writer.try_send(FrameKind::ClientResponse, body) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            // The client reads slower than it asks: wait for room rather than
+                            // drop answers (a dropped answer costs the client a timeout).
+                            let body = body.to_vec();
+                            let conn = conn.clone();
+                            shardcore_io::spawn(async move {
+                                let _ = conn.writer.send(FrameKind::ClientResponse, &body).await;
+                            })
+                            .detach();
                         }
-                    }
+                        Err(e) => debug!(core = self.me, conn = conn_id, "client gone: {e}"),
+                    },
                     Err(e) => warn!(core = self.me, conn = conn_id, "cannot encode replies: {e}"),
                 }
             }
