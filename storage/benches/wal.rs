@@ -2,8 +2,11 @@
 //! `cargo bench -p shardcore-storage --bench wal`.
 //!
 //! Prints, for 128 B, 1 KiB and 16 KiB records at batch sizes 1, 16, 64, 256 and 1024:
-//! - **WAL**: appends/s and MB/s of payload through `Wal::append` (one `fdatasync` per call), a
-//!   batch's records spread over 8 groups, in **steady state**: one WAL serves the whole table,
+//! - **WAL**: appends/s and MB/s of payload through `Wal::submit` / `Wal::wait` with two
+//!   batches in flight ([`PIPELINE_DEPTH`]; one `fdatasync` per batch): the next batch is
+//!   encoded while the last one's write and `fdatasync` run, as the node's log thread does
+//!   when it has the next batch ready (under load), a batch's records spread over 8 groups,
+//!   in **steady state**: one WAL serves the whole table,
 //!   run as a node runs it: with `max_segments` [`KEEP_SEGMENTS`], the groups
 //!   `Wal::groups_to_snapshot` names compact (as after a snapshot) to their last index in the
 //!   next batch, so old segments are deleted as new ones fill and their files are recycled.
@@ -21,6 +24,9 @@
 //! Then recovery: a 1 GiB log written, the page cache dropped (best effort; the output says
 //! whether it was), and the time to reopen it; target >= 1 GB/s. The same bytes are also
 //! scanned by `record::scan` straight from the files, the format's own decode speed.
+//!
+//! `cargo bench -p shardcore-storage --bench wal -- appends` runs only the table, `-- recovery`
+//! only recovery.
 //!
 //! Numbers only, never pass or fail (DESIGN.md, tests layer 6). Files go to a temporary directory
 //! under cargo's target dir (`CARGO_TARGET_TMPDIR`; `SHARDCORE_BENCH_DIR` overrides), which is on
@@ -65,25 +71,48 @@ const RECOVERY_LOG_BYTES: usize = 1 << 30;
 /// `max_segments`). Why 4: a small log on disk, as a node that snapshots often keeps; the
 /// number changes how often compaction runs, not what an append costs.
 const KEEP_SEGMENTS: usize = 4;
+/// Batches the WAL cells keep submitted at once. Why 2: the WAL's limit
+/// (`MAX_IN_FLIGHT_BATCHES`), and all a log thread needs to encode one batch while the
+/// other is written.
+const PIPELINE_DEPTH: usize = 2;
 
 fn main() {
-    // `cargo bench` passes `--bench`; a filter or `--list` from a harness is not supported.
-    if std::env::args().any(|a| a == "--list") {
+    // `cargo bench` passes `--bench`; `--list` from a harness lists nothing.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--list") {
         return;
     }
+    let only = |part: &str| {
+        let parts = ["appends", "recovery"];
+        !args.iter().any(|a| parts.contains(&a.as_str())) || args.iter().any(|a| a == part)
+    };
     let dir = bench_dir();
     println!(
         "shardcore-storage WAL benchmark; files in {}",
         dir.display()
     );
     println!("{}", describe_filesystem(&dir));
+    if only("appends") {
+        appends(&dir);
+    }
+    if only("recovery") {
+        recovery(&dir);
+    }
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// The table: WAL against raw, cell by cell.
+fn appends(dir: &Path) {
     let raw = RawBaseline::new(&dir.join("raw.dat")).expect("raw baseline file");
     let mut steady = wal::Steady::new(&dir.join("wal-steady"));
     println!(
         "WAL in steady state: one WAL for the whole table, 64 MiB segments, max_segments \
          {KEEP_SEGMENTS}; the groups it names for snapshotting compact to their last index in \
          the next batch, so full segments are deleted and their files recycled (warmed up \
-         first: {} segments written, {} recycled files waiting). Raw: an already-written file.",
+         first: {} segments written, {} recycled files waiting). WAL cells pipelined: \
+         Wal::submit / Wal::wait with {PIPELINE_DEPTH} batches in flight, the next encoded \
+         while the last is written and synced (the disk still gets one write + fdatasync at a \
+         time). Raw: one write + fdatasync at a time into an already-written file.",
         steady.segments_written(),
         steady.recycled_waiting()
     );
@@ -117,8 +146,6 @@ fn main() {
     drop(steady);
     drop(raw);
     println!();
-    recovery(&dir);
-    let _ = fs::remove_dir_all(&dir);
 }
 
 /// One measured cell.
@@ -326,7 +353,8 @@ fn round_up(bytes: usize) -> usize {
 mod wal {
     use super::*;
     use bytes::Bytes;
-    use shardcore_storage::wal::{AppendStats, LogRecord, Wal, WalConfig, WalEntry};
+    use shardcore_storage::wal::{AppendStats, LogRecord, Ticket, Wal, WalConfig, WalEntry};
+    use std::collections::VecDeque;
 
     /// The steady-state WAL: one for the whole table, compacting as a node does.
     pub struct Steady {
@@ -374,10 +402,18 @@ mod wal {
         /// Appends the next batch, with a compaction of every group the WAL asks to snapshot
         /// (to its last index before this batch: the snapshot a node would take now).
         fn append(&mut self, batches: &mut Batches) -> AppendStats {
+            let ticket = self.submit(batches);
+            let stats = self.wal().wait(ticket).expect("append");
+            self.segments_written += usize::from(stats.rotated);
+            stats
+        }
+
+        /// Submits the next batch, as `append`, without waiting for it.
+        fn submit(&mut self, batches: &mut Batches) -> Ticket {
             let wal = self.wal.as_mut().expect("open");
             let snapshot = wal.groups_to_snapshot();
-            let stats = if snapshot.is_empty() {
-                wal.append(batches.next())
+            let ticket = if snapshot.is_empty() {
+                wal.submit(batches.next())
             } else {
                 let mut batch: Vec<LogRecord> = snapshot
                     .iter()
@@ -392,14 +428,22 @@ mod wal {
                     })
                     .collect();
                 batch.extend_from_slice(batches.next());
-                wal.append(&batch)
+                wal.submit(&batch)
             };
-            let stats = stats.expect("append");
-            self.segments_written += usize::from(stats.rotated);
-            stats
+            ticket.expect("submit")
         }
 
-        /// A cell measured through `Wal::append`.
+        /// Waits for the oldest batch in flight.
+        fn wait(&mut self, in_flight: &mut VecDeque<Ticket>, cell: &mut Cell) {
+            let ticket = in_flight.pop_front().expect("a batch in flight");
+            let stats = self.wal().wait(ticket).expect("append");
+            self.segments_written += usize::from(stats.rotated);
+            cell.rotations += usize::from(stats.rotated);
+            cell.recycled += usize::from(stats.recycled);
+        }
+
+        /// A cell measured through `Wal::submit` and `Wal::wait`, [`PIPELINE_DEPTH`] batches
+        /// in flight.
         pub fn measure(&mut self, record_bytes: usize, batch_records: usize) -> Cell {
             let mut batches = Batches::new(self.wal(), record_bytes, batch_records);
             let mut cell = Cell {
@@ -409,15 +453,20 @@ mod wal {
                 rotations: 0,
                 recycled: 0,
             };
+            let mut in_flight = VecDeque::with_capacity(PIPELINE_DEPTH);
             let start = Instant::now();
             while cell.operations < CELL_MIN_WRITES * batch_records
                 || (start.elapsed() < CELL_TIME && cell.payload_bytes < CELL_MAX_PAYLOAD_BYTES)
             {
-                let stats = self.append(&mut batches);
-                cell.rotations += usize::from(stats.rotated);
-                cell.recycled += usize::from(stats.recycled);
+                if in_flight.len() == PIPELINE_DEPTH {
+                    self.wait(&mut in_flight, &mut cell);
+                }
+                in_flight.push_back(self.submit(&mut batches));
                 cell.operations += batch_records;
                 cell.payload_bytes += batch_records * record_bytes;
+            }
+            while !in_flight.is_empty() {
+                self.wait(&mut in_flight, &mut cell);
             }
             cell.elapsed = start.elapsed();
             cell

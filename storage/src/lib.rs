@@ -8,8 +8,10 @@
 //!
 //! # Layout
 //! - [`wal`]: the per-core write-ahead log: [`Wal::open`] (recovery), [`Wal::append`] (group
-//!   commit: one `fdatasync` per batch of many groups' records), [`Wal::entries`] (cache, else
-//!   disk with checksums verified), hard states, compaction, segment rotation and deletion,
+//!   commit: one `fdatasync` per batch of many groups' records), [`Wal::submit`] /
+//!   [`Wal::wait`] / [`Wal::poll`] (the same, pipelined: up to two batches in flight, the next
+//!   encoded while the last is written), [`Wal::entries`] (cache, else disk with checksums
+//!   verified), hard states, compaction, segment rotation and deletion,
 //!   and the groups to ask for a snapshot. Its module docs give the design: batches, the
 //!   rewritten partial block, checkpoints, deletion, poisoning.
 //! - [`segment`]: segment files: names (`wal-00000001.seg`, and `wal-00000001.free` for a
@@ -79,16 +81,15 @@
 //! group commit, hard states, truncations, compaction, rotation with checkpoints, deletion of
 //! segments every group's snapshot has passed, reads from a cache or mmap/pread with checksums
 //! verified, recovery with torn-tail truncation and corruption refused with file and offset,
-//! poisoning after a failed write or sync); snapshot files; fault points. Tested by cutting the
+//! pipelined appends with two batches in flight, poisoning after a failed write or sync);
+//! snapshot files; fault points. Tested by cutting the
 //! last segment at every byte, flipping a bit in every byte of a segment, failing each
 //! durability step, and a kill -9 loop (`tests/crash_loop.rs`).
 //!
 //! Not built yet:
-//! - completions polled by the core's runtime: the I/O layer submits and completes separately,
-//!   but [`Wal::append`] still blocks until its batch is durable;
-//! - encoding the next batch while the last one's write is in flight: an append's encoding,
-//!   checksums and copy into the write buffer run before its write, in series with it, which
-//!   bounds large batches below the device's bandwidth;
+//! - completions driven by the core's runtime: [`Wal::poll`] does not block, but nothing yet
+//!   wakes the runtime when the ring completes (an eventfd registered with the ring would);
+//!   the node's log thread uses [`Wal::append`];
 //!
 //! The crate depends on io_uring (directly, not through the `io/` runtime) and memmap2, never on
 //! the Raft core: it stores bytes tagged with group ids and leaves their meaning to `shardcore`.
@@ -103,7 +104,8 @@ pub mod wal;
 
 pub use fault::{FaultKind, FaultPoints, FaultRepeat};
 pub use wal::{
-    AppendStats, HardState, LogRecord, Recovery, TornTail, Wal, WalConfig, WalEntry, WalError,
+    AppendStats, HardState, LogRecord, Recovery, Ticket, TornTail, Wal, WalConfig, WalEntry,
+    WalError, MAX_IN_FLIGHT_BATCHES,
 };
 
 pub use record::{

@@ -3,8 +3,8 @@
 //! buffers that `O_DIRECT` writes need.
 //!
 //! Submission and completion are separate so that a thread-per-core runtime can submit a batch,
-//! go on with other work, and poll for the completion; the WAL's public `append` calls both
-//! back to back for now. The ring owns each in-flight buffer until its operations complete (and
+//! go on with other work (encode the next batch), and poll for the completion; the WAL's
+//! `submit` / `wait` / `poll` are built on them. The ring owns each in-flight buffer until its operations complete (and
 //! waits for them when dropped), so the kernel never reads memory that was freed or reused.
 
 use std::alloc::{self, Layout};
@@ -53,6 +53,15 @@ impl AlignedBuf {
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 
+    /// The bytes written so far, to patch in place.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        if self.capacity == 0 {
+            return &mut [];
+        }
+        // SAFETY: as in `as_slice`; `&mut self` makes this the only reference.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+
     /// The buffer's length.
     pub fn len(&self) -> usize {
         self.len
@@ -92,7 +101,8 @@ impl AlignedBuf {
         self.len = padded;
     }
 
-    fn reserve(&mut self, additional: usize) {
+    /// Makes room for `additional` more bytes, so that appending them does not reallocate.
+    pub fn reserve(&mut self, additional: usize) {
         let needed = self
             .len
             .checked_add(additional)
@@ -300,6 +310,12 @@ impl Ring {
         // and submits them, so the request still completes and reports its own result.
         let _ = self.ring.submit();
         Ok(Ticket(ticket))
+    }
+
+    /// The buffer of a request still in flight, to read: the kernel only reads it too. `None`
+    /// once the request has been completed and its buffer handed back.
+    pub fn buffer(&self, ticket: &Ticket) -> Option<&AlignedBuf> {
+        self.in_flight.get(&ticket.0).map(|f| &f.buf)
     }
 
     /// The request's completion if it has completed, without blocking.

@@ -1,22 +1,25 @@
 //! The kill -9 loop (after sled's `tests/test_crash_recovery.rs`): this test binary re-runs
-//! itself as a child that opens a WAL, appends random batches, and prints each batch before
-//! appending it and an acknowledgement after `append` returns. The parent kills the child with
-//! SIGKILL after a seeded random delay, reopens the WAL, and checks that every acknowledged
-//! batch is there and that the one in flight, if any, is there entirely or not at all. The
-//! same directory carries over from one iteration to the next, so later children recover
-//! logs that earlier kills left, torn tails included.
+//! itself as a child that opens a WAL, appends random batches with two in flight
+//! (`Wal::submit`, then `Wal::wait` for the oldest, as the node's log thread does), and prints
+//! each batch before submitting it and an acknowledgement after its wait returns. The parent
+//! kills the child with SIGKILL after a seeded random delay, reopens the WAL, and checks that
+//! every acknowledged batch is there and that of the (up to two) in flight, a prefix is there,
+//! each batch entirely or not at all: the second never without the first. The same directory
+//! carries over from one iteration to the next, so later children recover logs that earlier
+//! kills left, torn tails included.
 //!
 //! `CRASH_LOOP_ITERATIONS` sets the iterations (default 100); `CRASH_LOOP_SEED` the first
 //! iteration's seed (default: from the clock). Each iteration prints `SEED=`.
 
 mod common;
 
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{entries_record, hard_state_record, Model, Rng, TempDir};
-use shardcore_storage::{LogRecord, Wal, WalConfig};
+use shardcore_storage::{LogRecord, Wal, WalConfig, MAX_IN_FLIGHT_BATCHES};
 
 const CHILD_DIR_ENV: &str = "SHARDCORE_CRASH_LOOP_CHILD_DIR";
 const CHILD_SEED_ENV: &str = "SHARDCORE_CRASH_LOOP_CHILD_SEED";
@@ -82,22 +85,30 @@ fn crash_loop() {
             .unwrap_or_else(|e| panic!("SEED={seed}: recovery failed: {e}"));
         torn_tails += usize::from(recovery.torn_tail.is_some());
         let Some(difference) = model.difference(&wal) else {
-            in_flight_absent += usize::from(outcome.in_flight.is_some());
+            in_flight_absent += outcome.in_flight.len();
             continue;
         };
-        let Some(in_flight) = &outcome.in_flight else {
-            panic!("SEED={seed}: an acknowledged batch is missing: {difference}");
-        };
+        // A prefix of the batches in flight survived, each whole: find how long a one.
         let mut with_in_flight = model.clone();
-        with_in_flight.apply(in_flight);
-        if let Some(other) = with_in_flight.difference(&wal) {
+        let mut survived = None;
+        for (count, batch) in outcome.in_flight.iter().enumerate() {
+            with_in_flight.apply(batch);
+            if with_in_flight.difference(&wal).is_none() {
+                survived = Some(count + 1);
+                break;
+            }
+        }
+        let Some(survived) = survived else {
             panic!(
                 "SEED={seed}: the WAL holds neither the acknowledged batches ({difference}) nor \
-                 those and the batch in flight ({other}): part of a batch survived"
+                 those and a prefix of the {} in flight: part of a batch survived, or a later \
+                 one without an earlier one",
+                outcome.in_flight.len()
             );
-        }
+        };
         model = with_in_flight;
-        in_flight_there += 1;
+        in_flight_there += survived;
+        in_flight_absent += outcome.in_flight.len() - survived;
     }
     println!(
         "{iterations} kills in {:.1} s: {acknowledged} batches acknowledged and found; \
@@ -111,7 +122,8 @@ fn crash_loop() {
 /// What a child said before it was killed.
 struct Outcome {
     acknowledged: Vec<Vec<LogRecord>>,
-    in_flight: Option<Vec<LogRecord>>,
+    /// Submitted and not acknowledged, oldest first.
+    in_flight: VecDeque<Vec<LogRecord>>,
 }
 
 fn run_child(dir: &std::path::Path, seed: u64) -> Outcome {
@@ -147,7 +159,7 @@ fn run_child(dir: &std::path::Path, seed: u64) -> Outcome {
     let lines = reader.join().unwrap();
     let mut outcome = Outcome {
         acknowledged: Vec::new(),
-        in_flight: None,
+        in_flight: VecDeque::new(),
     };
     for line in lines {
         // The test harness may print "test crash_loop ... " before the child's first line.
@@ -155,12 +167,15 @@ fn run_child(dir: &std::path::Path, seed: u64) -> Outcome {
         let line = line.find("BEGIN ").map_or(line, |at| &line[at..]);
         if let Some(description) = line.strip_prefix("BEGIN ") {
             assert!(
-                outcome.in_flight.is_none(),
-                "SEED={seed}: two batches in flight"
+                outcome.in_flight.len() < MAX_IN_FLIGHT_BATCHES,
+                "SEED={seed}: more batches in flight than the WAL allows"
             );
-            outcome.in_flight = Some(parse(description));
+            outcome.in_flight.push_back(parse(description));
         } else if line == "ACK" {
-            let batch = outcome.in_flight.take().expect("an acknowledged batch");
+            let batch = outcome
+                .in_flight
+                .pop_front()
+                .expect("an acknowledged batch");
             outcome.acknowledged.push(batch);
         } else if let Some(error) = line.strip_prefix("ERROR ") {
             panic!("SEED={seed}: the child failed: {error}");
@@ -169,8 +184,8 @@ fn run_child(dir: &std::path::Path, seed: u64) -> Outcome {
     outcome
 }
 
-/// The child: recover, then append random batches until killed, saying each before and
-/// acknowledging it after.
+/// The child: recover, then append random batches until killed, two in flight, saying each
+/// before it is submitted and acknowledging the oldest once its wait returns.
 fn child(dir: &std::path::Path, seed: u64) {
     let started = Instant::now();
     let (mut wal, _) = match Wal::open(dir, config()) {
@@ -181,18 +196,29 @@ fn child(dir: &std::path::Path, seed: u64) {
         }
     };
     let mut rng = Rng::new(seed ^ 0x5eed);
+    let mut in_flight = VecDeque::new();
     for round in 0.. {
         if started.elapsed() > CHILD_LIFETIME {
             return;
         }
+        if in_flight.len() == MAX_IN_FLIGHT_BATCHES {
+            if let Err(error) = wal.wait(in_flight.pop_front().expect("in flight")) {
+                println!("ERROR wait: {error}");
+                return;
+            }
+            println!("ACK");
+        }
+        // Valid against the WAL's state with the batches in flight applied: the index has them.
         let term = seed % 1_000_000 * 1000 + round;
         let batch = random_batch(&wal, &mut rng, term);
         println!("BEGIN {}", describe(&batch));
-        if let Err(error) = wal.append(&batch) {
-            println!("ERROR append: {error}");
-            return;
+        match wal.submit(&batch) {
+            Ok(ticket) => in_flight.push_back(ticket),
+            Err(error) => {
+                println!("ERROR submit: {error}");
+                return;
+            }
         }
-        println!("ACK");
     }
 }
 

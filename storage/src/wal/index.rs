@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, VecDeque};
 use bytes::Bytes;
 
 use super::codec::{Decoded, EntryRef, GroupState};
-use super::HardState;
+use super::{HardState, WalEntry};
 
 /// Where an entry is on disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -324,27 +324,35 @@ impl Index {
         }
     }
 
-    /// Caches `data` as the data of `group`'s live entry `index`, evicting the oldest cached
-    /// entries beyond the budget.
-    pub fn cache(&mut self, group: u64, index: u64, data: &Bytes) {
-        if data.len() > self.cache.budget_bytes {
-            return;
-        }
-        let Some(slot) = self.groups.get_mut(&group).and_then(|g| g.slot_mut(index)) else {
+    /// Caches the data of `group`'s live entries `entries` (each by its index), evicting the
+    /// oldest cached entries beyond the budget.
+    pub fn cache(&mut self, group: u64, entries: &[WalEntry]) {
+        let Some(state) = self.groups.get_mut(&group) else {
             return;
         };
-        if slot.data_bytes as usize != data.len() {
-            return;
-        }
         let cache = &mut self.cache;
-        cache.next_sequence += 1;
-        if let Some((_, old)) = slot.cached.replace((cache.next_sequence, data.clone())) {
-            cache.cached_bytes -= old.len();
-            cache.cached_entries -= 1;
+        for entry in entries {
+            let data = &entry.data;
+            if data.len() > cache.budget_bytes {
+                continue;
+            }
+            let Some(slot) = state.slot_mut(entry.index) else {
+                continue;
+            };
+            if slot.data_bytes as usize != data.len() {
+                continue;
+            }
+            cache.next_sequence += 1;
+            if let Some((_, old)) = slot.cached.replace((cache.next_sequence, data.clone())) {
+                cache.cached_bytes -= old.len();
+                cache.cached_entries -= 1;
+            }
+            cache.cached_bytes += data.len();
+            cache.cached_entries += 1;
+            cache
+                .order
+                .push_back((group, entry.index, cache.next_sequence));
         }
-        cache.cached_bytes += data.len();
-        cache.cached_entries += 1;
-        cache.order.push_back((group, index, cache.next_sequence));
         self.evict();
     }
 

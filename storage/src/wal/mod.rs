@@ -4,7 +4,9 @@
 //! Logical records tagged with their group ([`LogRecord`]): runs of entries, hard states,
 //! truncations of a conflicting suffix, and compactions (a group's snapshot passed an index).
 //! [`Wal::append`] takes records of many groups and returns after **one** `fdatasync` that
-//! covers them all (group commit).
+//! covers them all (group commit); [`Wal::submit`] and [`Wal::wait`] do the same in two
+//! steps, so that the next batch is encoded while this one is written (see Pipelined
+//! appends).
 //!
 //! # On disk
 //! A directory of segment files `wal-00000001.seg`, `wal-00000002.seg`, ... (see
@@ -28,6 +30,36 @@
 //! costs up to 4 KiB of segment space per batch: with small group commits (one Raft entry of
 //! a few hundred bytes) that fills segments ten times faster and multiplies rotations and
 //! snapshots; the rewrite costs no space and the same one-block write.
+//!
+//! # Pipelined appends
+//! [`Wal::submit`] checks a batch, encodes it straight into a 4096-aligned write buffer (one
+//! copy of the data; each record's checksum summed over bytes just written, and the batch's
+//! body checksum combined from those rather than computed in a second pass, see
+//! `codec::BodyEncoder`), applies it to the index, and sends its write (linked to an
+//! `fdatasync`) out; [`Wal::wait`] or [`Wal::poll`] report it durable. Up to
+//! [`MAX_IN_FLIGHT_BATCHES`] (two) may be submitted and not yet reported, each with its own
+//! buffer: the caller encodes batch k+1 while batch k's write and sync run, which is where an
+//! append's CPU time went before (encoding, checksums and copies in series with the disk).
+//!
+//! The disk still sees **one write and sync at a time**: k+1's write goes out only once k's
+//! `fdatasync` has completed (from whichever of `submit`, `poll` or `wait` sees that first).
+//! Two reasons. k+1 starts by rewriting k's partial last block; two writes of one block in
+//! flight may land in either order and leave k's older copy over k+1's. And more: were k+1
+//! written while k was unsynced, a power cut could keep k+1 and lose part of k, and recovery,
+//! finding a later batch of the segment past a bad one, would take that for corruption and
+//! refuse to start. Serial writes keep the rule recovery relies on: no batch is on disk after
+//! one that is not. The same holds across a rotation: k+1 may go into a new segment while k is
+//! still being written to the old one (whose file stays open until k completes).
+//!
+//! Batches are reported in the order they were submitted: k+1 never before k, and waiting for
+//! k+1 first completes k too. A failed write or `fdatasync` of batch k poisons the WAL; k
+//! reports the error, and every batch submitted after it reports [`WalError::Poisoned`]: its
+//! write never went out. A submitted batch is in the index at once, so the next one is checked
+//! against it, and reads serve its entries (from the cache, or from its write buffer while it
+//! is not durable): a Raft leader may send entries to followers before its own write
+//! completes (Raft thesis §10.2.1), but counts itself toward a commit only once `wait`
+//! reported them. Segment deletion that a batch allows (a compaction in it, or its
+//! checkpoint) runs only when that batch is reported durable.
 //!
 //! # Segment space is written before it is used
 //! Every segment is made in full before any batch goes into it: created, preallocated
@@ -104,9 +136,10 @@
 //!
 //! # Reads
 //! [`Wal::entries`] serves from the in-memory cache of recent entries (the data the caller
-//! appended, bounded by [`WalConfig::cache_bytes`]), else from disk: sealed segments through a
-//! read-only `mmap`, the open segment through `pread`. Every record read from disk has its
-//! checksums verified again; a bad one is an error, never data.
+//! appended, bounded by [`WalConfig::cache_bytes`]), else from the write buffer of a batch not
+//! yet durable, else from disk: sealed segments through a read-only `mmap`, the open segment
+//! through `pread`. Every record read from a buffer or the disk has its checksums verified
+//! again; a bad one is an error, never data.
 //!
 //! # One writer, and a killed writer's last writes
 //! The WAL holds an exclusive `flock` on `wal.lock` in its directory while open. Its io_uring
@@ -120,7 +153,8 @@
 //! # Failures
 //! A failed write or `fdatasync` poisons the WAL: the kernel may have dropped the dirty data
 //! and cleared the error ("fsyncgate"), so nothing written since the last good sync can be
-//! trusted, and every later `append` or `entries` returns [`WalError::Poisoned`]; restart and
+//! trusted, and every later `submit`, `append` or `entries` (and the wait of every batch
+//! submitted after the failed one) returns [`WalError::Poisoned`]; restart and
 //! recover from what is on disk. A rotation that fails before any byte of the batch was
 //! written (a full disk at `fallocate`) returns its error and leaves the WAL usable.
 
@@ -138,6 +172,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use memmap2::Mmap;
@@ -146,15 +181,15 @@ use crate::fault::{
     injected_error, FaultKind, FaultPoints, WAL_FALLOCATE, WAL_FDATASYNC, WAL_ROTATE, WAL_WRITE,
 };
 use crate::record::{
-    encode_record, read_record, ReadOutcome, RecordHeader, RecordKind, SegmentState, HEADER_BYTES,
+    read_record, ReadOutcome, RecordHeader, RecordKind, SegmentState, HEADER_BYTES,
 };
 use crate::segment::{
     create_direct, free_path, open_direct, preallocate, segment_path, sync_dir, write_zeros,
     SegmentHeader, SEGMENT_HEADER_BYTES,
 };
-use crate::uring::{AlignedBuf, Ring, Step, Sync, WriteRequest, BLOCK_BYTES};
+use crate::uring::{self, AlignedBuf, Ring, Step, Sync, WriteRequest, BLOCK_BYTES};
 
-use codec::{encode_log_record, entry_at, BatchHeader, BATCH_RECORD_BYTES};
+use codec::{batch_record_bytes, entry_at, BatchHeader, BodyEncoder, BATCH_RECORD_BYTES};
 use index::{GroupIndex, Index, Location, Shape};
 
 /// The smallest segment: two blocks. Tests use segments this small to rotate often.
@@ -425,8 +460,9 @@ struct SealedSegment {
 struct OpenSegment {
     number: u64,
     path: PathBuf,
-    /// Opened with `O_DIRECT`, for the ring's writes and syncs.
-    direct: File,
+    /// Opened with `O_DIRECT`, for the ring's writes and syncs; shared with the batches in
+    /// flight to it.
+    direct: Arc<File>,
     /// Opened without it, for `pread`.
     read: File,
     /// The size it was preallocated to: batches go up to here.
@@ -445,10 +481,13 @@ pub struct Wal {
     dir: PathBuf,
     config: WalConfig,
     ring: Ring,
-    /// The write buffer, reused; `None` only while the ring holds it.
-    buf: Option<AlignedBuf>,
-    records_buf: Vec<u8>,
-    checkpoint_buf: Vec<u8>,
+    /// Write buffers not in use, kept for reuse: at most [`MAX_IN_FLIGHT_BATCHES`] exist.
+    free_bufs: Vec<AlignedBuf>,
+    /// Submitted batches not yet claimed by [`Wal::wait`] or [`Wal::poll`], oldest first; at
+    /// most [`MAX_IN_FLIGHT_BATCHES`].
+    pending: VecDeque<Pending>,
+    /// The next [`Ticket`]'s number.
+    next_ticket: u64,
     sealed: VecDeque<SealedSegment>,
     open: OpenSegment,
     index: Index,
@@ -464,12 +503,69 @@ pub struct Wal {
     recycled: Vec<u64>,
 }
 
+/// The most batches submitted and not yet claimed. Why 2: the caller encodes the next batch
+/// while the last one's write and `fdatasync` are in flight, which is all the overlap there
+/// is (writes go to the disk one batch at a time, see the module docs); a deeper queue would
+/// only hold encoded batches waiting, and their buffers (up to a whole batch each).
+pub const MAX_IN_FLIGHT_BATCHES: usize = 2;
+
+/// A submitted batch, to pass to [`Wal::wait`] or [`Wal::poll`]; batches are reported in the
+/// order they were submitted.
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "a submitted batch is durable only once waited for"]
+pub struct Ticket(u64);
+
+/// A batch between [`Wal::submit`] and its claim.
+struct Pending {
+    ticket: u64,
+    /// The segment it is written in, and that segment's `O_DIRECT` file: held open here until
+    /// the write and its `fdatasync` completed, also when a later batch rotated away from it
+    /// (a closed descriptor under a queued `fdatasync` could name another file by then).
+    segment: u64,
+    file: Arc<File>,
+    /// Where the write buffer starts in the segment.
+    write_offset: u64,
+    /// The batch's bytes in the segment, `start..end`: reads of its entries come from its
+    /// buffer until it is durable.
+    log_range: std::ops::Range<u64>,
+    stats: AppendStats,
+    /// Segments below this one are deletable once this batch is durable (see Deletion).
+    deletable_below: Option<u64>,
+    state: PendingState,
+}
+
+enum PendingState {
+    /// Encoded, waiting for every earlier batch to be durable before its write goes out.
+    Encoded(AlignedBuf),
+    /// Its write (and `fdatasync`) in flight; `injected` is a fault point's failure to report
+    /// when it completes.
+    Writing {
+        ticket: uring::Ticket,
+        injected: Option<(Step, io::Error)>,
+    },
+    /// Durable (or failed), waiting to be claimed.
+    Done(Result<AppendStats, WalError>),
+}
+
 /// The most deleted segments kept for reuse. Why 4: a node's compaction usually frees one
 /// segment per rotation, sometimes a few at once (a lagging group's snapshot); four covers
 /// those bursts, so rotation almost never waits for a zero-written spare, and holds at most
 /// 4 segments (256 MiB by default) of disk that a `df` shows as used. Beyond it, deleted
 /// segments are unlinked.
 pub const RECYCLED_MAX_SEGMENTS: usize = 4;
+
+/// Whether a batch starts a segment, and so carries a checkpoint of this many bytes.
+#[derive(Clone, Copy, Debug)]
+enum Checkpoint {
+    With { bytes: usize },
+    Without,
+}
+
+impl Pending {
+    fn is_done(&self) -> bool {
+        matches!(self.state, PendingState::Done(_))
+    }
+}
 
 /// The zeros written after every batch, in the same write: a record header's worth, which
 /// recovery reads as the end of the log. In a recycled segment the bytes after the log's end
@@ -510,6 +606,13 @@ fn start_spare(
 
 impl Drop for Wal {
     fn drop(&mut self) {
+        // A write in flight completes before its segment's file can close; an encoded batch
+        // that never went out is dropped (it was never reported durable).
+        for pending in std::mem::take(&mut self.pending) {
+            if let PendingState::Writing { ticket, .. } = pending.state {
+                let _ = self.ring.wait(ticket);
+            }
+        }
         // Leave no thread writing into the directory; the spare stays, recovery removes it.
         if let Some(spare) = self.spare.take() {
             let _ = spare.join();
@@ -552,31 +655,66 @@ impl Wal {
     /// durable, segments no group needs any more are deleted; should that fail, the error is
     /// returned although the batch is durable (the caller does not acknowledge it; recovery
     /// finds it whole, which Raft allows for an unacknowledged append).
+    ///
+    /// This is [`Wal::submit`] then [`Wal::wait`], for a caller with no batch in flight
+    /// ([`WalError::Invalid`] otherwise).
     pub fn append(&mut self, batch: &[LogRecord]) -> Result<AppendStats, WalError> {
+        if !self.pending.is_empty() {
+            return Err(WalError::Invalid(format!(
+                "append with {} submitted batches not yet waited for: wait for them first",
+                self.pending.len()
+            )));
+        }
+        let ticket = self.submit(batch)?;
+        self.wait(ticket)
+    }
+
+    /// Submits `batch` (as [`Wal::append`] describes) without waiting for it to be durable,
+    /// so that the caller can prepare and submit the next one meanwhile; [`Wal::wait`] or
+    /// [`Wal::poll`] reports it. At most [`MAX_IN_FLIGHT_BATCHES`] may be submitted and not
+    /// yet claimed ([`WalError::Invalid`] beyond).
+    ///
+    /// The batch is checked, encoded into a write buffer and applied to the index here: reads
+    /// see it at once (see Pipelined appends in the module docs). Its write goes out now when
+    /// no earlier batch is in flight, else as soon as the earlier one is durable, from
+    /// whichever of `submit`, `poll` or `wait` sees that first. An error here (a bad batch, a
+    /// rotation that failed, a poisoned WAL) means the batch was not submitted.
+    pub fn submit(&mut self, batch: &[LogRecord]) -> Result<Ticket, WalError> {
         if self.poisoned {
             return Err(WalError::Poisoned);
         }
-        self.check_batch(batch)?;
-        self.records_buf.clear();
-        let mut records = 0u32;
-        for record in batch {
-            records += encode_log_record(record, &mut self.records_buf)?;
+        if self.pending.len() >= MAX_IN_FLIGHT_BATCHES {
+            return Err(WalError::Invalid(format!(
+                "{MAX_IN_FLIGHT_BATCHES} batches are in flight already: wait for the oldest \
+                 before submitting another"
+            )));
         }
+        self.check_batch(batch)?;
+        let (mut records_bytes, mut records) = (0, 0);
+        for record in batch {
+            let (bytes, count) = codec::encoded_bytes(record)?;
+            records_bytes += bytes;
+            records += count;
+        }
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
         if records == 0 {
-            return Ok(AppendStats::default());
+            let done = PendingState::Done(Ok(AppendStats::default()));
+            self.pending.push_back(self.pending_at_end(ticket, done));
+            return Ok(Ticket(ticket));
         }
         let mut stats = AppendStats::default();
         let fits = self.open.write_pos > 0
-            && self.open.write_pos + (BATCH_RECORD_BYTES + self.records_buf.len()) as u64
+            && self.open.write_pos + (BATCH_RECORD_BYTES + records_bytes) as u64
                 <= self.open.capacity_bytes;
-        self.checkpoint_buf.clear();
-        let mut checkpoint_records = 0;
-        if !fits {
-            checkpoint_records = self.encode_checkpoint();
+        let checkpoint = if fits {
+            Checkpoint::Without
+        } else {
+            let groups = self.index.groups.values().filter(|g| !g.is_empty()).count();
             let fresh_bytes = (SEGMENT_HEADER_BYTES
                 + BATCH_RECORD_BYTES
-                + self.checkpoint_buf.len()
-                + self.records_buf.len()) as u64;
+                + groups * codec::GROUP_STATE_RECORD_BYTES
+                + records_bytes) as u64;
             if fresh_bytes > self.config.segment_bytes {
                 return Err(WalError::Invalid(format!(
                     "a batch of {} bytes (with a checkpoint of {} groups) does not fit in a \
@@ -591,13 +729,20 @@ impl Wal {
                 stats.rotated = true;
             }
             assert!(fresh_bytes <= self.open.capacity_bytes);
-        }
-        self.write_batch(checkpoint_records + records, &mut stats)?;
+            Checkpoint::With {
+                bytes: groups * codec::GROUP_STATE_RECORD_BYTES,
+            }
+        };
+        // Nothing fails from here on: the batch is encoded, applied and queued.
+        let (buf, mut pending) = self.encode_batch(batch, checkpoint, records_bytes, ticket);
+        stats.records = pending.stats.records;
+        stats.log_bytes = pending.stats.log_bytes;
+        stats.bytes_written = pending.stats.bytes_written;
+        stats.fdatasyncs = 1;
+        pending.stats = stats;
         for record in batch {
             if let LogRecord::Entries { group, entries } = record {
-                for entry in entries {
-                    self.index.cache(*group, entry.index, &entry.data);
-                }
+                self.index.cache(*group, entries);
             }
             if matches!(
                 record,
@@ -606,11 +751,82 @@ impl Wal {
                 self.deletion_due = true;
             }
         }
-        if stats.rotated || self.deletion_due {
-            stats.segments_deleted = self.delete_obsolete_segments()?;
+        if pending.stats.rotated || self.deletion_due {
+            self.deletion_due = false;
+            pending.deletable_below = Some(self.needed_segment());
         }
-        self.ensure_spare();
-        Ok(stats)
+        pending.state = PendingState::Encoded(buf);
+        self.pending.push_back(pending);
+        self.advance(None);
+        Ok(Ticket(ticket))
+    }
+
+    /// Waits until the batch of `ticket` is durable (every earlier one is, too) and reports
+    /// it: its stats, or the error that failed it or an earlier batch (a failed write or
+    /// `fdatasync` poisons the WAL, and every batch after it then reports
+    /// [`WalError::Poisoned`]: none of them was written). Batches are reported in the order
+    /// they were submitted: waiting for a later ticket first completes the earlier ones too,
+    /// whose own tickets are then spent ([`WalError::Invalid`] if waited for after), and
+    /// reports the first error among them, if any.
+    pub fn wait(&mut self, ticket: Ticket) -> Result<AppendStats, WalError> {
+        self.position(&ticket)?;
+        self.advance(Some(ticket.0));
+        self.claim(&ticket)
+            .expect("advance returns once the batch waited for is done")
+    }
+
+    /// [`Wal::wait`] without blocking: `None` while the batch (or an earlier one) is not yet
+    /// durable, and the ticket stays valid; else its report, and the ticket is spent. Also
+    /// sends the next batch's write out when the one before it has become durable, so a
+    /// caller that keeps batches submitted should poll (or wait) now and then.
+    pub fn poll(&mut self, ticket: &Ticket) -> Option<Result<AppendStats, WalError>> {
+        if let Err(error) = self.position(ticket) {
+            return Some(Err(error));
+        }
+        self.advance(None);
+        self.claim(ticket)
+    }
+
+    /// Removes the batches up to `ticket`'s when all of them are done, and reports it (or the
+    /// first error among them).
+    fn claim(&mut self, ticket: &Ticket) -> Option<Result<AppendStats, WalError>> {
+        let position = self.position(ticket).ok()?;
+        if !self.pending.iter().take(position + 1).all(Pending::is_done) {
+            return None;
+        }
+        let mut first_error = None;
+        let mut report = None;
+        for pending in self.pending.drain(..=position) {
+            let PendingState::Done(result) = pending.state else {
+                unreachable!("checked done");
+            };
+            match result {
+                Err(error) if first_error.is_none() => first_error = Some(error),
+                Err(_) => {}
+                Ok(stats) => report = Some(stats),
+            }
+        }
+        Some(match first_error {
+            Some(error) => Err(error),
+            None => Ok(report.expect("the batch claimed succeeded")),
+        })
+    }
+
+    /// Where the batch of `ticket` is among those pending.
+    fn position(&self, ticket: &Ticket) -> Result<usize, WalError> {
+        let found = self.pending.iter().position(|p| p.ticket == ticket.0);
+        found.ok_or_else(|| {
+            WalError::Invalid(format!(
+                "ticket {} is not in flight: it was reported already (by a wait for a later \
+                 ticket, which completes the earlier ones)",
+                ticket.0
+            ))
+        })
+    }
+
+    /// Batches submitted and not yet claimed.
+    pub fn in_flight(&self) -> usize {
+        self.pending.len()
     }
 
     /// Entries `from..=to_inclusive` of `group`: from the cache, else from disk, each record's
@@ -804,30 +1020,50 @@ impl Wal {
         Ok(())
     }
 
-    /// Encodes every group's state (hard state, compaction point, range of live entries) into
-    /// `checkpoint_buf`, one record per group.
-    fn encode_checkpoint(&mut self) -> u32 {
-        let out = &mut self.checkpoint_buf;
-        let mut records = 0;
-        for (group, state) in &self.index.groups {
-            if state.is_empty() {
-                continue;
-            }
-            let payload = state.checkpoint().to_bytes();
-            encode_record(*group, RecordKind::GroupState, &payload, out).expect("small");
-            records += 1;
+    /// A pending entry for a batch that writes nothing, at the log's current end.
+    fn pending_at_end(&self, ticket: u64, state: PendingState) -> Pending {
+        Pending {
+            ticket,
+            segment: self.open.number,
+            file: Arc::clone(&self.open.direct),
+            write_offset: self.open.write_pos,
+            log_range: self.open.write_pos..self.open.write_pos,
+            stats: AppendStats::default(),
+            deletable_below: None,
+            state,
         }
-        records
     }
 
-    /// Writes the batch (checkpoint and records, already encoded) with one linked write and
-    /// `fdatasync`, then applies it to the index.
-    fn write_batch(&mut self, records: u32, stats: &mut AppendStats) -> Result<(), WalError> {
+    /// Encodes the batch straight into a write buffer, applies it to the index and moves the
+    /// open segment's end past it. The buffer: the segment's partial last block (rewritten,
+    /// see the module docs), the segment header (first batch of a segment), the batch record,
+    /// the body (the checkpoint, in a segment's first batch, then the records), the end mark,
+    /// zeros to a whole block. `records_bytes` is the records' size as `encoded_bytes` gave it.
+    fn encode_batch(
+        &mut self,
+        batch: &[LogRecord],
+        checkpoint: Checkpoint,
+        records_bytes: usize,
+        ticket: u64,
+    ) -> (AlignedBuf, Pending) {
         let open = &self.open;
         debug_assert_eq!(open.tail.len() as u64, open.write_pos % BLOCK_BYTES as u64);
         let write_offset = open.write_pos - open.tail.len() as u64;
-        let mut buf = self.buf.take().unwrap_or_default();
+        let checkpoint_bytes = match checkpoint {
+            Checkpoint::With { bytes } => bytes,
+            Checkpoint::Without => 0,
+        };
+        let mut buf = self.free_bufs.pop().unwrap_or_default();
         buf.clear();
+        buf.reserve(
+            open.tail.len()
+                + SEGMENT_HEADER_BYTES
+                + BATCH_RECORD_BYTES
+                + checkpoint_bytes
+                + records_bytes
+                + END_MARK_BYTES
+                + BLOCK_BYTES,
+        );
         buf.extend_from_slice(&open.tail);
         let mut position = open.write_pos;
         if position == 0 {
@@ -836,55 +1072,128 @@ impl Wal {
             position = SEGMENT_HEADER_BYTES as u64;
         }
         let batch_offset = position;
-        let body_bytes = self.checkpoint_buf.len() + self.records_buf.len();
-        let body_checksum =
-            crc32c::crc32c_append(crc32c::crc32c(&self.checkpoint_buf), &self.records_buf);
+        let batch_at = buf.len();
+        buf.extend_from_slice(&[0u8; BATCH_RECORD_BYTES]);
+        let body_start = buf.len();
+        let mut body = BodyEncoder::new(&mut buf);
+        if let Checkpoint::With { .. } = checkpoint {
+            for (group, state) in &self.index.groups {
+                if !state.is_empty() {
+                    body.group_state(*group, state.checkpoint());
+                }
+            }
+        }
+        for record in batch {
+            body.log_record(record)
+                .expect("sized by encoded_bytes, which checks the same");
+        }
+        let encoded = body.finish();
+        assert_eq!(encoded.bytes, checkpoint_bytes + records_bytes, "as sized");
         let header = BatchHeader {
-            body_bytes: body_bytes as u64,
-            body_checksum,
-            records,
+            body_bytes: encoded.bytes as u64,
+            body_checksum: encoded.checksum,
+            records: encoded.records,
             sequence: self.next_sequence,
             segment: open.number,
         };
-        let mut envelope = Vec::with_capacity(BATCH_RECORD_BYTES);
-        encode_record(0, RecordKind::Batch, &header.to_bytes(), &mut envelope).expect("small");
-        buf.extend_from_slice(&envelope);
-        let body_start = buf.len();
-        buf.extend_from_slice(&self.checkpoint_buf);
-        buf.extend_from_slice(&self.records_buf);
-        let end = batch_offset + (BATCH_RECORD_BYTES + body_bytes) as u64;
+        buf.as_mut_slice()[batch_at..body_start].copy_from_slice(&batch_record_bytes(header));
+        let end = batch_offset + (BATCH_RECORD_BYTES + encoded.bytes) as u64;
         let mark = (open.capacity_bytes - end).min(END_MARK_BYTES as u64) as usize;
         buf.extend_from_slice(&[0u8; END_MARK_BYTES][..mark]);
         buf.pad_to_block();
         debug_assert!(write_offset + buf.len() as u64 <= open.capacity_bytes);
 
-        let buf = self.submit_and_wait(write_offset, buf)?;
-        let body = &buf.as_slice()[body_start..body_start + body_bytes];
+        // Check the batch before it is written (its records decode and follow the log's
+        // rules), and index it: reads of it are served from here on.
+        let body = &buf.as_slice()[body_start..body_start + encoded.bytes];
         let body_base = (batch_offset as usize) + BATCH_RECORD_BYTES;
-        recovery::apply_body(&mut self.index, self.open.number, body_base, body, records)
-            .unwrap_or_else(|(offset, reason)| {
-                panic!("a batch checked before writing fails to apply at {offset}: {reason}")
-            });
+        recovery::apply_body(
+            &mut self.index,
+            open.number,
+            body_base,
+            body,
+            encoded.records,
+        )
+        .unwrap_or_else(|(offset, reason)| {
+            panic!("a batch checked before encoding fails to apply at {offset}: {reason}")
+        });
+        let pending = Pending {
+            ticket,
+            segment: open.number,
+            file: Arc::clone(&open.direct),
+            write_offset,
+            log_range: open.write_pos..end,
+            stats: AppendStats {
+                records: u64::from(encoded.records),
+                log_bytes: end - open.write_pos,
+                bytes_written: buf.len() as u64,
+                ..AppendStats::default()
+            },
+            deletable_below: None,
+            state: PendingState::Done(Err(WalError::Poisoned)),
+        };
         let tail_start = (end - end % BLOCK_BYTES as u64 - write_offset) as usize;
         let tail_end = (end - write_offset) as usize;
-        self.open.tail = buf.as_slice()[tail_start..tail_end].to_vec();
-        stats.records = u64::from(records);
-        stats.log_bytes = end - self.open.write_pos;
-        stats.bytes_written = buf.len() as u64;
-        stats.fdatasyncs = 1;
+        self.open.tail.clear();
+        self.open
+            .tail
+            .extend_from_slice(&buf.as_slice()[tail_start..tail_end]);
         self.open.write_pos = end;
         self.next_sequence += 1;
-        self.buf = Some(buf);
-        Ok(())
+        (buf, pending)
     }
 
-    /// Writes `buf` at `offset` of the open segment and `fdatasync`s it, acting out armed
-    /// fault points; poisons the WAL on any failure.
-    fn submit_and_wait(&mut self, offset: u64, buf: AlignedBuf) -> Result<AlignedBuf, WalError> {
+    /// The oldest segment the log needs now: the oldest holding a live entry, or the open
+    /// one (whose checkpoint holds every group's state).
+    fn needed_segment(&self) -> u64 {
+        let groups = self.index.groups.values();
+        let needed = groups.filter_map(GroupIndex::oldest_segment).min();
+        needed.unwrap_or(self.open.number).min(self.open.number)
+    }
+
+    /// Moves the submitted batches along, oldest first: sends out the write of an encoded
+    /// batch once every earlier one is durable, and collects completed writes. Blocks only
+    /// for batches up to ticket `wait_for`.
+    ///
+    /// One batch's write is on the disk at a time: the next goes out only once the earlier
+    /// one's `fdatasync` has completed (see Pipelined appends in the module docs).
+    fn advance(&mut self, wait_for: Option<u64>) {
+        while let Some(i) = self.pending.iter().position(|p| !p.is_done()) {
+            let placeholder = PendingState::Done(Err(WalError::Poisoned));
+            let state = std::mem::replace(&mut self.pending[i].state, placeholder);
+            self.pending[i].state = match state {
+                PendingState::Encoded(buf) if self.poisoned => {
+                    self.free_bufs.push(buf);
+                    PendingState::Done(Err(WalError::Poisoned))
+                }
+                PendingState::Encoded(buf) => self.start_write(i, buf),
+                PendingState::Writing { ticket, injected } => {
+                    let waiting = wait_for.is_some_and(|t| self.pending[i].ticket <= t);
+                    let completion = match self.ring.poll(&ticket) {
+                        Some(completion) => completion,
+                        None if waiting => self.ring.wait(ticket),
+                        None => {
+                            self.pending[i].state = PendingState::Writing { ticket, injected };
+                            return;
+                        }
+                    };
+                    self.free_bufs.push(completion.buf);
+                    let result = completion.result.and(injected.map_or(Ok(()), Err));
+                    PendingState::Done(self.complete(i, result))
+                }
+                PendingState::Done(_) => unreachable!("found not done"),
+            };
+        }
+    }
+
+    /// Sends out the write (linked to its `fdatasync`) of pending batch `i`, acting out armed
+    /// fault points; poisons the WAL on any failure to submit.
+    fn start_write(&mut self, i: usize, buf: AlignedBuf) -> PendingState {
+        let pending = &self.pending[i];
         let faults = &self.config.faults;
         let mut request = WriteRequest {
-            fd: self.open.direct.as_raw_fd(),
-            offset,
+            fd: pending.file.as_raw_fd(),
+            offset: pending.write_offset,
             write_bytes: buf.len(),
             sync: Sync::Fdatasync,
         };
@@ -894,14 +1203,13 @@ impl Wal {
                 // Half the blocks reach the disk, unsynced: a torn write the WAL saw fail.
                 request.write_bytes = buf.len() / BLOCK_BYTES / 2 * BLOCK_BYTES;
                 request.sync = Sync::None;
-                injected = Some((
-                    Step::Write,
-                    injected_error(WAL_WRITE, FaultKind::ShortWrite),
-                ));
+                let error = injected_error(WAL_WRITE, FaultKind::ShortWrite);
+                injected = Some((Step::Write, error));
             }
             Some(kind) => {
-                self.buf = Some(buf);
-                return Err(self.poison(Step::Write, injected_error(WAL_WRITE, kind)));
+                self.free_bufs.push(buf);
+                let error = injected_error(WAL_WRITE, kind);
+                return PendingState::Done(Err(self.poison(i, Step::Write, error)));
             }
             None => {
                 if let Some(kind) = faults.fire(WAL_FDATASYNC) {
@@ -910,33 +1218,45 @@ impl Wal {
                 }
             }
         }
-        let (buf, result) = if request.write_bytes == 0 {
-            (buf, Ok(()))
-        } else {
-            match self.ring.begin(request, buf) {
-                Ok(ticket) => {
-                    let completion = self.ring.wait(ticket);
-                    (completion.buf, completion.result)
-                }
-                Err((buf, error)) => (buf, Err((Step::Write, error))),
-            }
-        };
-        match result.and(injected.map_or(Ok(()), Err)) {
-            Ok(()) => Ok(buf),
-            Err((step, error)) => {
-                self.buf = Some(buf);
-                Err(self.poison(step, error))
+        if request.write_bytes == 0 {
+            self.free_bufs.push(buf);
+            let (step, error) = injected.expect("only a short write writes nothing");
+            return PendingState::Done(Err(self.poison(i, step, error)));
+        }
+        match self.ring.begin(request, buf) {
+            Ok(ticket) => PendingState::Writing { ticket, injected },
+            Err((buf, error)) => {
+                self.free_bufs.push(buf);
+                PendingState::Done(Err(self.poison(i, Step::Write, error)))
             }
         }
     }
 
-    fn poison(&mut self, step: Step, error: io::Error) -> WalError {
+    /// Pending batch `i`'s write and `fdatasync` completed with `result`: on success it is
+    /// durable, and the segments it made obsolete are deleted; on failure the WAL is poisoned.
+    fn complete(
+        &mut self,
+        i: usize,
+        result: Result<(), (Step, io::Error)>,
+    ) -> Result<AppendStats, WalError> {
+        if let Err((step, error)) = result {
+            return Err(self.poison(i, step, error));
+        }
+        let mut stats = self.pending[i].stats.clone();
+        if let Some(below) = self.pending[i].deletable_below {
+            stats.segments_deleted = self.delete_segments_below(below)?;
+        }
+        self.ensure_spare();
+        Ok(stats)
+    }
+
+    fn poison(&mut self, i: usize, step: Step, error: io::Error) -> WalError {
         self.poisoned = true;
         let op = match step {
             Step::Write => "write",
             Step::Fdatasync => "fdatasync",
         };
-        wal_io_error(op, &self.open.path, error)
+        wal_io_error(op, &segment_path(&self.dir, self.pending[i].segment), error)
     }
 
     /// Seals the open segment and opens the next; see the module docs. Says whether the next
@@ -955,7 +1275,7 @@ impl Wal {
         let next = OpenSegment {
             number,
             path,
-            direct,
+            direct: Arc::new(direct),
             read,
             capacity_bytes: self.config.segment_bytes,
             write_pos: 0,
@@ -1046,18 +1366,21 @@ impl Wal {
         create_segment(&self.dir, path, &self.config)
     }
 
-    /// Deletes the oldest segments while no group needs them; see the module docs.
-    fn delete_obsolete_segments(&mut self) -> Result<usize, WalError> {
+    /// Deletes the oldest segments below `below`, which the log no longer needed once the
+    /// batch that computed it was durable; see the module docs.
+    fn delete_segments_below(&mut self, below: u64) -> Result<usize, WalError> {
         assert!(
             self.open.write_pos > 0,
             "the open segment's checkpoint is written"
         );
-        self.deletion_due = false;
-        let groups = self.index.groups.values();
-        let needed = groups.filter_map(GroupIndex::oldest_segment).min();
-        let needed = needed.unwrap_or(self.open.number).min(self.open.number);
         let mut deleted = 0;
-        while let Some(oldest) = self.sealed.front().filter(|s| s.number < needed) {
+        while let Some(oldest) = self.sealed.front().filter(|s| s.number < below) {
+            assert!(
+                self.pending
+                    .iter()
+                    .all(|p| p.is_done() || p.segment != oldest.number),
+                "a segment with a write in flight is never deleted"
+            );
             // Kept for reuse while the pool has room and the file is of the size new segments
             // get (a segment recovered from an older config may not be); else unlinked.
             let reuse = self.recycled.len() < RECYCLED_MAX_SEGMENTS
@@ -1089,13 +1412,15 @@ impl Wal {
         location: Location,
     ) -> Result<Cow<'_, [u8]>, WalError> {
         let offset = location.record_offset as usize;
-        let (bytes, record_offset): (Cow<'_, [u8]>, usize) = if location.segment == self.open.number
-        {
-            (Cow::Owned(self.pread_record(location)?), 0)
-        } else {
-            let sealed = self.sealed_segment(location.segment)?;
-            (Cow::Borrowed(&sealed.map[..]), offset)
-        };
+        let (bytes, record_offset): (Cow<'_, [u8]>, usize) =
+            if let Some((buf, at)) = self.pending_bytes(location) {
+                (Cow::Borrowed(buf), at)
+            } else if location.segment == self.open.number {
+                (Cow::Owned(self.pread_record(location)?), 0)
+            } else {
+                let sealed = self.sealed_segment(location.segment)?;
+                (Cow::Borrowed(&sealed.map[..]), offset)
+            };
         let record = match read_record(&bytes, record_offset, SegmentState::Sealed) {
             ReadOutcome::Record(record) => record,
             ReadOutcome::End => {
@@ -1117,6 +1442,22 @@ impl Wal {
                 Cow::Owned(owned)
             }
         })
+    }
+
+    /// The write buffer holding the record at `location`, and the record's offset in it, when
+    /// the record is in a batch not yet written and synced: the disk may not hold it yet.
+    fn pending_bytes(&self, location: Location) -> Option<(&[u8], usize)> {
+        let offset = u64::from(location.record_offset);
+        let pending = self
+            .pending
+            .iter()
+            .find(|p| p.segment == location.segment && p.log_range.contains(&offset))?;
+        let buf = match &pending.state {
+            PendingState::Encoded(buf) => buf,
+            PendingState::Writing { ticket, .. } => self.ring.buffer(ticket)?,
+            PendingState::Done(_) => return None,
+        };
+        Some((buf.as_slice(), (offset - pending.write_offset) as usize))
     }
 
     /// Reads the whole record at `location` of the open segment.
@@ -1207,6 +1548,7 @@ impl fmt::Debug for Wal {
             .field("segments", &self.segment_numbers())
             .field("write_pos", &self.open.write_pos)
             .field("groups", &self.index.groups.len())
+            .field("in_flight", &self.pending.len())
             .field("poisoned", &self.poisoned)
             .finish()
     }
