@@ -60,7 +60,7 @@ start_node() {
         fi
     done
     "$SHARDCORE" server --node-id "$i" --client-addr "$(client_addr "$i")" \
-        --peer-addr "$(peer_addr "$i")" --data-dir "$dir/node-$i" --cores 1 \
+        --peer-addr "$(peer_addr "$i")" --data-dir "$dir/node-$i" --cores 1 --no-pin \
         --groups "$groups" --log-level warn "${args[@]}" >>"$dir/node-$i.log" 2>&1 &
     pids[$i]=$!
 }

@@ -42,6 +42,9 @@ pub struct ServerArgs {
     /// KV groups in the cluster (the same on every node, never changed).
     #[arg(long)]
     pub groups: Option<u64>,
+    /// Do not bind cores to CPUs (for several nodes on one machine).
+    #[arg(long)]
+    pub no_pin: bool,
     /// error, warn, info, debug or trace.
     #[arg(long)]
     pub log_level: Option<String>,
@@ -95,6 +98,9 @@ impl ServerArgs {
         }
         if let Some(v) = self.groups {
             config.groups = v;
+        }
+        if self.no_pin {
+            config.pin = false;
         }
         if let Some(v) = &self.log_level {
             config.log_level = v.clone();

@@ -8,6 +8,7 @@
 //! peer_addr = "127.0.0.1:7101"     # peers connect to this port + core index
 //! data_dir = "shardcore-data/node-1"
 //! cores = 0                        # 0: every online CPU
+//! pin = true                       # bind core i to CPU i (off for several nodes per machine)
 //! groups = 8                       # KV groups in the cluster (same on every node)
 //! log_level = "info"
 //!
@@ -134,6 +135,9 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// Executor threads, one per core; 0: every online CPU.
     pub cores: usize,
+    /// Bind core `i` to the `i`-th CPU. Right for one node per machine; wrong for several nodes
+    /// on one machine (their core 0s would all share CPU 0), so `cluster local` turns it off.
+    pub pin: bool,
     /// KV groups in the cluster; must be the same on every node and never change.
     pub groups: u64,
     /// `error`, `warn`, `info`, `debug` or `trace`.
@@ -158,6 +162,7 @@ impl Default for NodeConfig {
             peer_addr: SocketAddr::from(([127, 0, 0, 1], 7101)),
             data_dir: PathBuf::from("shardcore-data/node-1"),
             cores: 0,
+            pin: true,
             groups: 8,
             log_level: "info".to_string(),
             peers: Vec::new(),

@@ -50,6 +50,9 @@ pub fn node_config(cluster: &LocalCluster, id: u64) -> NodeConfig {
         peer_addr: peer(id),
         data_dir: cluster.data_dir.join(format!("node-{id}")),
         cores: cluster.cores,
+        // Several nodes share this machine's CPUs: pinning would stack every node's core 0 on
+        // CPU 0.
+        pin: false,
         groups: cluster.groups,
         log_level: cluster.log_level.clone(),
         peers: (1..=cluster.nodes)
@@ -83,6 +86,9 @@ pub fn server_args(config: &NodeConfig) -> Vec<String> {
         "--log-level".to_string(),
         config.log_level.clone(),
     ];
+    if !config.pin {
+        args.push("--no-pin".to_string());
+    }
     for peer in &config.peers {
         args.push("--peer".to_string());
         args.push(format!(

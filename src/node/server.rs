@@ -103,6 +103,11 @@ pub fn run(config: NodeConfig) -> Result<(), ServerError> {
     let runtime = RuntimeConfig {
         cores: config.cores,
         name: format!("shardcore-n{}", config.node_id),
+        pinning: if config.pin {
+            shardcore_io::runtime::Pinning::Pinned
+        } else {
+            shardcore_io::runtime::Pinning::Unpinned
+        },
         ..RuntimeConfig::default()
     };
     let config = std::sync::Arc::new(config);

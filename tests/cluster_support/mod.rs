@@ -66,6 +66,7 @@ impl TestCluster {
                     peer_addr: peer(id),
                     data_dir: dir.join(format!("node-{id}")),
                     cores: 1,
+                    pin: false,
                     groups: GROUPS,
                     log_level: "info".to_string(),
                     peers: (1..=nodes)
@@ -303,13 +304,14 @@ impl Drop for TestCluster {
 fn to_toml(c: &NodeConfig) -> String {
     let mut s = format!(
         "node_id = {}\ncluster_id = {:?}\nclient_addr = \"{}\"\npeer_addr = \"{}\"\n\
-         data_dir = {:?}\ncores = {}\ngroups = {}\nlog_level = {:?}\n",
+         data_dir = {:?}\ncores = {}\npin = {}\ngroups = {}\nlog_level = {:?}\n",
         c.node_id,
         c.cluster_id,
         c.client_addr,
         c.peer_addr,
         c.data_dir.display().to_string(),
         c.cores,
+        c.pin,
         c.groups,
         c.log_level
     );
