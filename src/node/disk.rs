@@ -14,6 +14,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use shardcore_storage::snapshot::{SnapshotError, SnapshotStore};
+use shardcore_storage::wal::Ticket;
 use shardcore_storage::{LogRecord, Recovery, Wal, WalConfig, WalError};
 
 use super::core::{from_wal_entry, GroupBoot, WriteBatch};
@@ -108,6 +109,57 @@ impl CoreDisk {
         &self.recovery
     }
 
+    /// Starts making `batches` durable: their snapshots are written (synchronously, each
+    /// fsynced and renamed), then their records are encoded and submitted as one log batch,
+    /// which may overlap the previous submission's write and fdatasync (at most
+    /// [`shardcore_storage::wal::MAX_IN_FLIGHT_BATCHES`] in flight). `None` when there were no records.
+    pub fn submit_all(&mut self, batches: &[WriteBatch]) -> Result<Option<Ticket>, DiskError> {
+        self.write_snapshots(batches)?;
+        let ticket = match batches {
+            [] => None,
+            [one] if one.records.is_empty() => None,
+            [one] => Some(self.wal.submit(&one.records)?),
+            many => {
+                let records: Vec<LogRecord> = many
+                    .iter()
+                    .flat_map(|b| b.records.iter().cloned())
+                    .collect();
+                if records.is_empty() {
+                    None
+                } else {
+                    Some(self.wal.submit(&records)?)
+                }
+            }
+        };
+        Ok(ticket)
+    }
+
+    /// Waits until the submission `ticket` (and every one before it) is durable. Returns the
+    /// groups the log asks to snapshot.
+    pub fn wait(&mut self, ticket: Ticket) -> Result<Vec<GroupId>, DiskError> {
+        self.wal.wait(ticket)?;
+        Ok(self.wal.groups_to_snapshot())
+    }
+
+    /// Submissions not yet waited for.
+    pub fn in_flight(&self) -> usize {
+        self.wal.in_flight()
+    }
+
+    fn write_snapshots(&mut self, batches: &[WriteBatch]) -> Result<(), DiskError> {
+        for s in batches.iter().flat_map(|b| &b.snapshots) {
+            let meta = s.snapshot.meta;
+            match self
+                .snapshots
+                .write(s.group, meta.index, meta.term, &s.snapshot.data)
+            {
+                Ok(_) | Err(SnapshotError::NotNewer { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
     /// Makes `batch` durable: its snapshots first (each fsynced and renamed into place), then
     /// its records under one fdatasync. Returns the groups the log asks to snapshot because
     /// they pin its oldest segment.
@@ -121,33 +173,10 @@ impl CoreDisk {
     /// state that is already durable (applied entries) or replaces the log (one from the
     /// leader), and recovery reads entries after the newest snapshot.
     pub fn write_all(&mut self, batches: &[WriteBatch]) -> Result<Vec<GroupId>, DiskError> {
-        for s in batches.iter().flat_map(|b| &b.snapshots) {
-            let meta = s.snapshot.meta;
-            match self
-                .snapshots
-                .write(s.group, meta.index, meta.term, &s.snapshot.data)
-            {
-                Ok(_) | Err(SnapshotError::NotNewer { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
+        match self.submit_all(batches)? {
+            Some(ticket) => self.wait(ticket),
+            None => Ok(self.wal.groups_to_snapshot()),
         }
-        match batches {
-            [] => {}
-            [one] if one.records.is_empty() => {}
-            [one] => {
-                self.wal.append(&one.records)?;
-            }
-            many => {
-                let records: Vec<LogRecord> = many
-                    .iter()
-                    .flat_map(|b| b.records.iter().cloned())
-                    .collect();
-                if !records.is_empty() {
-                    self.wal.append(&records)?;
-                }
-            }
-        }
-        Ok(self.wal.groups_to_snapshot())
     }
 
     /// Segments on disk now.

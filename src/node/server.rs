@@ -38,7 +38,7 @@ use tracing::{debug, error, info, warn};
 
 use super::config::NodeConfig;
 use super::core::{CoreConfig, CoreNode, WriteBatch};
-use super::disk::CoreDisk;
+use super::disk::{CoreDisk, DiskError};
 use super::placement::{core_of_group, group_for_key, groups_of_core, key_hash};
 use crate::kv::{Op, Response};
 use crate::raft::{GroupId, Message, NodeId};
@@ -46,6 +46,7 @@ use crate::wire::{
     decode_hello, decode_raft_batch, decode_requests, ClientReply, ClientRequest, Encoder, Hello,
     HelloRole, ReplyError, RequestId,
 };
+use shardcore_storage::wal::{Ticket, MAX_IN_FLIGHT_BATCHES};
 
 /// What travels between the cores of a node.
 pub enum CoreMsg {
@@ -344,38 +345,64 @@ fn with_port_offset(addr: SocketAddr, offset: usize) -> SocketAddr {
     addr
 }
 
-/// The log thread: write every batch queued, in order, with one fdatasync; report the last.
+/// The log thread: every batch queued since the last submission goes into one log write
+/// (group commit across groups and turns). While one write and its fdatasync are in flight, the
+/// next is encoded and submitted, so encoding overlaps the disk; completions are reported in
+/// order with the last core ticket they cover.
 fn log_thread(
     mut disk: CoreDisk,
     batches: mpsc::Receiver<WriteBatch>,
     done: BridgeSender<DiskDone>,
     core: usize,
 ) {
-    while let Ok(first) = batches.recv() {
-        let mut group = vec![first];
-        while let Ok(next) = batches.try_recv() {
-            group.push(next);
-            if group.len() >= 256 {
-                break;
+    let fail = |e: DiskError| -> ! {
+        // fsyncgate: after a failed write or fdatasync nothing may be acknowledged; the node
+        // stops, and recovery decides what is durable.
+        error!(core, "storage failed, stopping the node: {e}");
+        eprintln!("shardcore: core {core}: storage failed, stopping the node: {e}");
+        std::process::exit(3);
+    };
+    // Submissions in flight: the log's ticket (None: nothing to write) and the last core ticket.
+    let mut in_flight: std::collections::VecDeque<(Option<Ticket>, u64)> = Default::default();
+    let mut open = true;
+    while open || !in_flight.is_empty() {
+        let mut group = Vec::new();
+        if open && in_flight.is_empty() {
+            match batches.recv() {
+                Ok(batch) => group.push(batch),
+                Err(_) => open = false,
             }
         }
-        let ticket = group.last().map_or(0, |b| b.ticket);
-        match disk.write_all(&group) {
-            Ok(pinning) => {
-                if done
-                    .send_blocking(DiskDone::Durable { ticket, pinning })
-                    .is_err()
-                {
-                    return;
-                }
+        while open && group.len() < 256 {
+            match batches.try_recv() {
+                Ok(batch) => group.push(batch),
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => open = false,
             }
-            Err(e) => {
-                // fsyncgate: after a failed write or fdatasync nothing may be acknowledged;
-                // the node stops, and recovery decides what is durable.
-                error!(core, "storage failed, stopping the node: {e}");
-                eprintln!("shardcore: core {core}: storage failed, stopping the node: {e}");
-                std::process::exit(3);
+        }
+        if group.is_empty() || in_flight.len() >= MAX_IN_FLIGHT_BATCHES {
+            // Nothing new to encode (or no room): wait for the oldest write.
+            let Some((ticket, last)) = in_flight.pop_front() else {
+                continue;
+            };
+            let pinning = match ticket {
+                Some(ticket) => disk.wait(ticket).unwrap_or_else(|e| fail(e)),
+                None => Vec::new(),
+            };
+            if done
+                .send_blocking(DiskDone::Durable {
+                    ticket: last,
+                    pinning,
+                })
+                .is_err()
+            {
+                return;
             }
+        }
+        if !group.is_empty() {
+            let last = group.last().map_or(0, |b| b.ticket);
+            let ticket = disk.submit_all(&group).unwrap_or_else(|e| fail(e));
+            in_flight.push_back((ticket, last));
         }
     }
 }

@@ -145,7 +145,7 @@ impl TestCluster {
     pub fn wait_up(&self, id: u64) {
         let addr = self.configs[id as usize - 1].client_addr;
         assert!(
-            wait_listening(addr, Duration::from_secs(20)),
+            wait_listening(addr, Duration::from_secs(60)),
             "node {id} not listening on {addr}; log:\n{}",
             self.log_tail(id)
         );
