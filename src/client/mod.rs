@@ -120,6 +120,8 @@ pub struct Client {
     conns: RefCell<HashMap<NodeId, Rc<Conn>>>,
     leaders: RefCell<HashMap<GroupId, NodeId>>,
     sessions: RefCell<HashMap<GroupId, Vec<Session>>>,
+    /// Nodes a task is connecting to now: the others wait for that connection.
+    connecting: RefCell<std::collections::HashSet<NodeId>>,
     rotate: Cell<usize>,
     stats: Cell<ClientStats>,
 }
@@ -144,6 +146,7 @@ impl Client {
             conns: RefCell::new(HashMap::new()),
             leaders: RefCell::new(HashMap::new()),
             sessions: RefCell::new(HashMap::new()),
+            connecting: RefCell::new(std::collections::HashSet::new()),
             rotate: Cell::new(0),
             stats: Cell::new(ClientStats::default()),
         })
@@ -324,11 +327,30 @@ impl Client {
     }
 
     async fn conn(&self, node: NodeId) -> Option<Rc<Conn>> {
-        if let Some(conn) = self.conns.borrow().get(&node) {
-            if conn.is_alive() {
-                return Some(conn.clone());
+        // One connect per node at a time: a task that finds one under way waits for it (at
+        // most the connect timeout) instead of opening a connection it would throw away.
+        let waited = Instant::now();
+        loop {
+            if let Some(conn) = self.conns.borrow().get(&node) {
+                if conn.is_alive() {
+                    return Some(conn.clone());
+                }
             }
+            if !self.connecting.borrow().contains(&node) {
+                break;
+            }
+            if waited.elapsed() > self.config.connect_timeout {
+                return None;
+            }
+            shardcore_io::sleep(Duration::from_millis(1)).await;
         }
+        self.connecting.borrow_mut().insert(node);
+        let conn = self.connect(node).await;
+        self.connecting.borrow_mut().remove(&node);
+        conn
+    }
+
+    async fn connect(&self, node: NodeId) -> Option<Rc<Conn>> {
         let addr = self
             .config
             .nodes
@@ -384,6 +406,29 @@ impl Client {
         }
     }
 
+    /// Opens sessions for `group` until `count` are pooled (concurrently), so that a run's
+    /// writes do not pay for opening them. Returns how many are pooled.
+    pub async fn open_sessions(&self, group: GroupId, count: usize) -> Result<usize, ClientError> {
+        let have = self.sessions.borrow().get(&group).map_or(0, Vec::len);
+        let deadline = Instant::now() + self.config.op_timeout;
+        let opening: Vec<_> = (have..count)
+            .map(|_| Box::pin(self.take_session(group, deadline)))
+            .collect();
+        let mut first_error = None;
+        for result in join_all(opening).await {
+            match result {
+                Ok(session) => self.put_session(group, session),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(self.sessions.borrow().get(&group).map_or(0, Vec::len)),
+        }
+    }
+
     fn put_session(&self, group: GroupId, session: Session) {
         self.sessions
             .borrow_mut()
@@ -397,4 +442,35 @@ impl Client {
         f(&mut stats);
         self.stats.set(stats);
     }
+}
+
+/// Runs every future at once on this core and returns their outputs in order.
+async fn join_all<F: std::future::Future + Unpin>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<Option<F>> = futures.into_iter().map(Some).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(move |cx| {
+        let mut pending = false;
+        for (slot, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if let Some(future) = slot {
+                match std::pin::Pin::new(future).poll(cx) {
+                    std::task::Poll::Ready(value) => {
+                        *output = Some(value);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(
+                outputs
+                    .iter_mut()
+                    .map(|o| o.take().expect("ready"))
+                    .collect(),
+            )
+        }
+    })
+    .await
 }
