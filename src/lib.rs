@@ -14,6 +14,8 @@
 //! - [`raft`]: the sans-I/O Raft consensus core (elections, replication, snapshots, ReadIndex,
 //!   leadership transfer); one `RawNode` per group, any number of groups per process.
 //! - [`rng`]: the seeded pseudo-random generator used by the core and the simulator.
+//! - [`shardctl`]: the shard controller: numbered shard-to-group configurations with balanced,
+//!   minimal-movement rebalancing, replicated as its own Raft group (sans-I/O).
 //! - [`sim`]: the deterministic cluster simulator: N nodes on virtual time in one thread, a seeded
 //!   faulty network, crashes that keep only what was durable, invariant checks after every step.
 #![deny(missing_docs)]
@@ -25,5 +27,6 @@ pub mod linearizability;
 pub mod node;
 pub mod raft;
 pub mod rng;
+pub mod shardctl;
 pub mod sim;
 pub mod wire;

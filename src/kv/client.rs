@@ -7,8 +7,17 @@
 //! Time arrives as ticks; randomness (backoff jitter) from a seeded stream.
 
 use super::command::*;
+use super::service::{Refusal, ServiceRequest, ServiceResponse, StateMachine};
+use super::store::KvStore;
 use crate::raft::NodeId;
 use crate::rng::Rng;
+
+/// The KV service's clerk.
+pub type Clerk = ServiceClerk<KvStore>;
+/// A KV request to send now.
+pub type Outgoing = ServiceOutgoing<Op>;
+/// How a KV operation ended.
+pub type Outcome = ServiceOutcome<Reply, KvError>;
 
 /// Retry policy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,26 +42,26 @@ impl Default for ClerkConfig {
 
 /// A request to send now.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Outgoing {
+pub struct ServiceOutgoing<O> {
     /// The server.
     pub to: NodeId,
     /// The request.
-    pub request: Request,
+    pub request: ServiceRequest<O>,
 }
 
 /// How an operation ended, as far as the client can know.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub enum ServiceOutcome<R, E> {
     /// It completed with this result (which may be a refusal such as `ValueTooLarge`).
-    Completed(Result<Reply, KvError>),
+    Completed(Result<R, E>),
     /// The session expired while the operation was being retried: it may or may not have taken
     /// effect. The clerk opens a new session for the next operation.
     Unknown,
 }
 
 #[derive(Clone, Debug)]
-struct InFlight {
-    op: Op,
+struct InFlight<O> {
+    op: O,
     consistency: Consistency,
     /// The operation's sequence number (assigned once the session is open).
     seq: u64,
@@ -66,8 +75,8 @@ struct InFlight {
     backoff_next: u64,
 }
 
-/// One client session's driver.
-pub struct Clerk {
+/// One client session's driver, for any service `M`.
+pub struct ServiceClerk<M: StateMachine> {
     servers: Vec<NodeId>,
     config: ClerkConfig,
     rng: Rng,
@@ -75,17 +84,17 @@ pub struct Clerk {
     leader: usize,
     session: Option<ClientId>,
     seq: u64,
-    current: Option<InFlight>,
-    outgoing: Vec<Outgoing>,
+    current: Option<InFlight<M::Op>>,
+    outgoing: Vec<ServiceOutgoing<M::Op>>,
 }
 
-impl Clerk {
+impl<M: StateMachine> ServiceClerk<M> {
     /// A clerk for a group served by `servers` (at least one).
-    pub fn new(servers: Vec<NodeId>, config: ClerkConfig, seed: u64) -> Clerk {
+    pub fn new(servers: Vec<NodeId>, config: ClerkConfig, seed: u64) -> ServiceClerk<M> {
         assert!(!servers.is_empty(), "a clerk needs at least one server");
         let mut rng = Rng::stream(seed, "clerk");
         let leader = rng.index(servers.len());
-        Clerk {
+        ServiceClerk {
             servers,
             config,
             rng,
@@ -107,8 +116,13 @@ impl Clerk {
         self.session
     }
 
-    /// Starts an operation; the requests to send are in [`Clerk::take_outgoing`].
-    pub fn start(&mut self, op: Op, consistency: Consistency) {
+    /// The server this clerk believes leads.
+    pub fn leader_guess(&self) -> NodeId {
+        self.servers[self.leader]
+    }
+
+    /// Starts an operation; the requests to send are in [`ServiceClerk::take_outgoing`].
+    pub fn start(&mut self, op: M::Op, consistency: Consistency) {
         assert!(self.current.is_none(), "one operation at a time per clerk");
         let registering = self.session.is_none();
         let seq = if registering { 0 } else { self.next_seq() };
@@ -132,7 +146,7 @@ impl Clerk {
     }
 
     /// Requests to send now.
-    pub fn take_outgoing(&mut self) -> Vec<Outgoing> {
+    pub fn take_outgoing(&mut self) -> Vec<ServiceOutgoing<M::Op>> {
         std::mem::take(&mut self.outgoing)
     }
 
@@ -143,14 +157,14 @@ impl Clerk {
             return;
         };
         let request = if current.registering {
-            Request {
+            ServiceRequest {
                 client: 0,
                 seq: 0,
-                op: Op::Register,
+                op: M::register_op(),
                 consistency: Consistency::Linearizable,
             }
         } else {
-            Request {
+            ServiceRequest {
                 client: session.expect("open session"),
                 seq: current.seq,
                 op: current.op.clone(),
@@ -159,11 +173,15 @@ impl Clerk {
         };
         current.sent_to = Some(to);
         current.ticks_waiting = 0;
-        self.outgoing.push(Outgoing { to, request });
+        self.outgoing.push(ServiceOutgoing { to, request });
     }
 
     /// Handles a server's response; returns the operation's outcome when it is over.
-    pub fn on_response(&mut self, from: NodeId, response: Response) -> Option<Outcome> {
+    pub fn on_response(
+        &mut self,
+        from: NodeId,
+        response: ServiceResponse<M::Reply, M::Error>,
+    ) -> Option<ServiceOutcome<M::Reply, M::Error>> {
         let current = self.current.as_ref()?;
         let expected = if current.registering {
             (0, 0)
@@ -173,8 +191,11 @@ impl Clerk {
         if (response.client, response.seq) != expected {
             return None; // a late answer to an earlier request
         }
-        match response.result {
-            Ok(Reply::Registered { client }) if current.registering => {
+        let registering = current.registering;
+        let refusal = response.result.as_ref().err().and_then(M::as_refusal);
+        match (&response.result, refusal) {
+            (Ok(reply), _) if registering => {
+                let client = M::registered(reply)?;
                 self.session = Some(client);
                 self.seq = 0;
                 let seq = self.next_seq();
@@ -185,22 +206,22 @@ impl Clerk {
                 self.send_current();
                 None
             }
-            Err(KvError::WrongLeader { leader }) => {
+            (_, Some(Refusal::WrongLeader { leader })) => {
                 self.redirect(from, leader);
                 None
             }
-            Err(KvError::Timeout | KvError::Busy) => {
+            (_, Some(Refusal::Timeout | Refusal::Busy)) => {
                 self.redirect(from, 0);
                 None
             }
-            Err(KvError::SessionExpired) => {
+            (_, Some(Refusal::SessionExpired)) => {
                 self.session = None;
                 self.current = None;
-                Some(Outcome::Unknown)
+                Some(ServiceOutcome::Unknown)
             }
-            result => {
+            _ => {
                 self.current = None;
-                Some(Outcome::Completed(result))
+                Some(ServiceOutcome::Completed(response.result))
             }
         }
     }

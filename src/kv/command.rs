@@ -7,6 +7,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use super::service::{ServiceRequest, ServiceResponse};
 use crate::raft::NodeId;
 
 /// Longest key accepted. Keys are held in every replica's in-memory index and repeated in
@@ -110,17 +111,7 @@ pub enum Consistency {
 }
 
 /// A client's request: one operation in its session.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Request {
-    /// The session.
-    pub client: ClientId,
-    /// The session's sequence number: one per operation, starting at 1; a retry repeats it.
-    pub seq: u64,
-    /// The operation.
-    pub op: Op,
-    /// How a read is served (ignored for writes, which are always linearizable).
-    pub consistency: Consistency,
-}
+pub type Request = ServiceRequest<Op>;
 
 /// A successful result.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -185,17 +176,7 @@ impl std::fmt::Display for KvError {
 impl std::error::Error for KvError {}
 
 /// The answer to a request.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Response {
-    /// The session.
-    pub client: ClientId,
-    /// The request's sequence number.
-    pub seq: u64,
-    /// What happened.
-    pub result: Result<Reply, KvError>,
-    /// For a read: how it was served (a serializable read says so).
-    pub consistency: Consistency,
-}
+pub type Response = ServiceResponse<Reply, KvError>;
 
 /// A write as it travels through the log: the session, the operation, and the leader's clock
 /// reading when it proposed it (sessions expire by this stamp, never by a replica's clock, so

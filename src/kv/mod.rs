@@ -6,6 +6,9 @@
 //!   changed only by applying committed entries; snapshots of both.
 //! - [`server`]: one replica's request handling around a Raft member: propose writes, read
 //!   through ReadIndex, answer when applied, time out what waits too long.
+//! - [`service`]: the [`StateMachine`] trait a replicated service implements to get the
+//!   generic replica server and clerk, and the request and response shapes they share.
+//! - [`session`]: the bounded exactly-once session table every service's state embeds.
 //! - [`client`]: the client's logic: sessions, leader discovery, redirects, retries with the
 //!   same sequence number, bounded backoff.
 //!
@@ -14,9 +17,14 @@
 pub mod client;
 pub mod command;
 pub mod server;
+pub mod service;
+pub mod session;
 pub mod store;
 
-pub use client::{Clerk, ClerkConfig, Outcome, Outgoing};
+pub use client::{
+    Clerk, ClerkConfig, Outcome, Outgoing, ServiceClerk, ServiceOutcome, ServiceOutgoing,
+};
 pub use command::{ClientId, Command, Consistency, KvError, Op, Reply, Request, Response};
-pub use server::{KvServer, KvServerConfig, ReplyTo};
+pub use server::{KvServer, KvServerConfig, ReplicaServer, ReplyTo, ServerConfig};
+pub use service::{Refusal, ServiceApplied, ServiceRequest, ServiceResponse, StateMachine};
 pub use store::{KvStore, SessionLimits};

@@ -10,12 +10,16 @@
 //!   forwards it to the leader) and is served once the applied index reaches it. A serializable
 //!   read is served at once from this replica's state and says so.
 //! - Everything waiting is bounded in number and in time.
+//!
+//! The logic is written once for any [`StateMachine`]: [`KvServer`] is it around the KV store,
+//! and the shard controller's replica is it around the controller's store.
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
-use super::command::*;
+use super::command::{ClientId, Consistency, DecodeError};
+use super::service::{Refusal, ResponseOf, ServiceRequest, ServiceResponse, StateMachine};
 use super::store::{KvStore, SessionLimits};
 use crate::raft::{
     Entry, EntryKind, Index, ProposeError, RawNode, ReadState, Role, SoftState, Term,
@@ -25,9 +29,15 @@ use crate::raft::{
 /// request number in the server, a client endpoint in the simulator).
 pub type ReplyTo = u64;
 
+/// One KV replica: the generic replica server around the KV store.
+pub type KvServer = ReplicaServer<KvStore>;
+
+/// The KV replica's bounds and policies (the same for every service).
+pub type KvServerConfig = ServerConfig;
+
 /// Bounds and policies of one replica.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct KvServerConfig {
+pub struct ServerConfig {
     /// Take a snapshot once the durable Raft state (hard state and log) passes this many bytes.
     /// `None`: never (the log grows without bound).
     pub max_raft_state_bytes: Option<usize>,
@@ -39,11 +49,11 @@ pub struct KvServerConfig {
     pub sessions: SessionLimits,
 }
 
-impl Default for KvServerConfig {
+impl Default for ServerConfig {
     /// 10,000 waiting requests (a few MB of state at most) and 3 s (300 ticks of 10 ms: longer
     /// than an election, so a request survives one leader change).
-    fn default() -> KvServerConfig {
-        KvServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
             max_raft_state_bytes: Some(64 << 20),
             max_pending_requests: 10_000,
             request_timeout_ticks: 300,
@@ -67,36 +77,41 @@ struct PendingWrite {
 }
 
 #[derive(Clone, Debug)]
-struct PendingRead {
+struct PendingRead<O> {
     waiter: Waiter,
-    key: Bytes,
+    op: O,
 }
 
-/// One replica's request handling.
-pub struct KvServer {
-    config: KvServerConfig,
-    store: KvStore,
+/// One replica's request handling for any service `M`.
+pub struct ReplicaServer<M: StateMachine> {
+    config: ServerConfig,
+    store: M,
     /// Writes proposed here, by log index.
     writes: BTreeMap<Index, PendingWrite>,
     /// Reads waiting for their read index, by context.
-    reads_waiting_index: BTreeMap<u64, PendingRead>,
+    reads_waiting_index: BTreeMap<u64, PendingRead<M::Op>>,
     /// Reads with a read index, waiting for the applied index to reach it.
-    reads_waiting_apply: Vec<(Index, PendingRead)>,
+    reads_waiting_apply: Vec<(Index, PendingRead<M::Op>)>,
     next_read_context: u64,
     applied: Index,
     ticks: u64,
     role: Role,
     term: Term,
     leader_hint: u64,
-    responses: Vec<(ReplyTo, Response)>,
+    responses: Vec<(ReplyTo, ResponseOf<M>)>,
 }
 
-impl KvServer {
-    /// A replica with an empty store.
-    pub fn new(config: KvServerConfig) -> KvServer {
-        KvServer {
+impl<M: StateMachine> ReplicaServer<M> {
+    /// A replica with an empty store made with the default settings.
+    pub fn new(config: ServerConfig) -> ReplicaServer<M> {
+        ReplicaServer::with_settings(config, M::Settings::default())
+    }
+
+    /// A replica with an empty store made with `settings`.
+    pub fn with_settings(config: ServerConfig, settings: M::Settings) -> ReplicaServer<M> {
+        ReplicaServer {
             config,
-            store: KvStore::new(config.sessions),
+            store: M::new(config.sessions, settings),
             writes: BTreeMap::new(),
             reads_waiting_index: BTreeMap::new(),
             reads_waiting_apply: Vec::new(),
@@ -112,18 +127,18 @@ impl KvServer {
 
     /// A replica restarting from a snapshot taken at `index`.
     pub fn restore(
-        config: KvServerConfig,
+        config: ServerConfig,
         index: Index,
         snapshot: &Bytes,
-    ) -> Result<KvServer, DecodeError> {
-        let mut server = KvServer::new(config);
-        server.store = KvStore::restore(config.sessions, snapshot)?;
+    ) -> Result<ReplicaServer<M>, DecodeError> {
+        let mut server = ReplicaServer::with_settings(config, M::Settings::default());
+        server.store = M::restore(config.sessions, snapshot)?;
         server.applied = index;
         Ok(server)
     }
 
     /// The store (for reads by tests and tools).
-    pub fn store(&self) -> &KvStore {
+    pub fn store(&self) -> &M {
         &self.store
     }
 
@@ -143,9 +158,9 @@ impl KvServer {
         raw: &mut RawNode,
         now_ms: u64,
         reply_to: ReplyTo,
-        request: Request,
+        request: ServiceRequest<M::Op>,
     ) {
-        let Request {
+        let ServiceRequest {
             client,
             seq,
             op,
@@ -157,71 +172,56 @@ impl KvServer {
             seq,
             since_tick: self.ticks,
         };
-        if let Err(error) = op.check_bounds() {
+        if let Err(error) = M::check_bounds(&op) {
             return self.answer(waiter, Err(error), consistency);
         }
         if self.pending_requests() >= self.config.max_pending_requests {
-            return self.answer(waiter, Err(KvError::Busy), consistency);
+            let busy = M::refusal(Refusal::Busy);
+            return self.answer(waiter, Err(busy), consistency);
         }
-        match op {
-            Op::Get { key } => self.read(raw, waiter, key, consistency),
-            op => self.write(raw, now_ms, waiter, op),
+        if M::is_read(&op) {
+            self.read(raw, waiter, op, consistency)
+        } else {
+            self.write(raw, now_ms, waiter, &op)
         }
     }
 
-    fn write(&mut self, raw: &mut RawNode, now_ms: u64, waiter: Waiter, op: Op) {
+    fn write(&mut self, raw: &mut RawNode, now_ms: u64, waiter: Waiter, op: &M::Op) {
         // A retry of the session's latest request is answered from the session table.
         if let Some(result) = self.store.cached_reply(waiter.client, waiter.seq) {
             return self.answer(waiter, result, Consistency::Linearizable);
         }
-        let command = Command {
-            client: waiter.client,
-            seq: waiter.seq,
-            stamp_ms: now_ms,
-            op,
-        };
-        match raw.propose(vec![command.encode()]) {
+        let entry = M::encode_write(waiter.client, waiter.seq, now_ms, op);
+        match raw.propose(vec![entry]) {
             Ok(index) => {
                 let term = raw.term();
                 self.writes.insert(index, PendingWrite { waiter, term });
             }
-            Err(ProposeError::NotLeader { leader }) => self.answer(
-                waiter,
-                Err(KvError::WrongLeader { leader }),
-                Consistency::Linearizable,
-            ),
-            Err(ProposeError::TransferInProgress | ProposeError::UnknownNode) => self.answer(
-                waiter,
-                Err(KvError::WrongLeader { leader: 0 }),
-                Consistency::Linearizable,
-            ),
-            Err(ProposeError::TooLarge) => self.answer(
-                waiter,
-                Err(KvError::ValueTooLarge),
-                Consistency::Linearizable,
-            ),
+            Err(ProposeError::NotLeader { leader }) => {
+                self.refuse(waiter, Refusal::WrongLeader { leader })
+            }
+            Err(ProposeError::TransferInProgress | ProposeError::UnknownNode) => {
+                self.refuse(waiter, Refusal::WrongLeader { leader: 0 })
+            }
+            Err(ProposeError::TooLarge) => self.refuse(waiter, Refusal::TooLarge),
         }
     }
 
-    fn read(&mut self, raw: &mut RawNode, waiter: Waiter, key: Bytes, consistency: Consistency) {
+    fn read(&mut self, raw: &mut RawNode, waiter: Waiter, op: M::Op, consistency: Consistency) {
         if consistency == Consistency::Serializable {
-            let value = self.store.get(&key);
-            return self.answer(waiter, Ok(Reply::Value(value)), Consistency::Serializable);
+            let result = self.store.read(&op);
+            return self.answer(waiter, result, Consistency::Serializable);
         }
         self.next_read_context += 1;
         let context = self.next_read_context;
         match raw.read_index(Bytes::copy_from_slice(&context.to_be_bytes())) {
             Ok(()) => {
                 self.reads_waiting_index
-                    .insert(context, PendingRead { waiter, key });
+                    .insert(context, PendingRead { waiter, op });
             }
             Err(_) => {
                 let leader = raw.leader();
-                self.answer(
-                    waiter,
-                    Err(KvError::WrongLeader { leader }),
-                    Consistency::Linearizable,
-                )
+                self.refuse(waiter, Refusal::WrongLeader { leader })
             }
         }
     }
@@ -247,33 +247,30 @@ impl KvServer {
                     && a.seq == pending.waiter.seq
                     && entry.term == pending.term
             });
-            let result = match applied {
-                Some(applied) if ours => applied.result,
+            match applied {
+                Some(applied) if ours => {
+                    self.answer(pending.waiter, applied.result, Consistency::Linearizable)
+                }
                 // Another leader's entry took this index: ours was lost with the old leadership.
-                _ => Err(KvError::WrongLeader {
-                    leader: self.leader_hint,
-                }),
-            };
-            self.answer(pending.waiter, result, Consistency::Linearizable);
+                _ => {
+                    let leader = self.leader_hint;
+                    self.refuse(pending.waiter, Refusal::WrongLeader { leader })
+                }
+            }
         }
         self.serve_reads();
     }
 
     /// Replaces the store with a snapshot installed from the leader.
     pub fn on_snapshot(&mut self, index: Index, data: &Bytes) -> Result<(), DecodeError> {
-        self.store = KvStore::restore(self.config.sessions, data)?;
+        self.store = M::restore(self.config.sessions, data)?;
         self.applied = index;
         // Writes waiting at indexes the snapshot covers cannot be matched any more.
         let covered: Vec<Index> = self.writes.range(..=index).map(|(&i, _)| i).collect();
         for i in covered {
             let pending = self.writes.remove(&i).expect("listed");
-            self.answer(
-                pending.waiter,
-                Err(KvError::WrongLeader {
-                    leader: self.leader_hint,
-                }),
-                Consistency::Linearizable,
-            );
+            let leader = self.leader_hint;
+            self.refuse(pending.waiter, Refusal::WrongLeader { leader });
         }
         self.serve_reads();
         Ok(())
@@ -299,12 +296,8 @@ impl KvServer {
             .partition(|(index, _)| *index <= applied);
         self.reads_waiting_apply = waiting;
         for (_, read) in ready {
-            let value = self.store.get(&read.key);
-            self.answer(
-                read.waiter,
-                Ok(Reply::Value(value)),
-                Consistency::Linearizable,
-            );
+            let result = self.store.read(&read.op);
+            self.answer(read.waiter, result, Consistency::Linearizable);
         }
     }
 
@@ -319,11 +312,7 @@ impl KvServer {
         if lost_leadership {
             let leader = soft.leader;
             for (_, pending) in std::mem::take(&mut self.writes) {
-                self.answer(
-                    pending.waiter,
-                    Err(KvError::WrongLeader { leader }),
-                    Consistency::Linearizable,
-                );
+                self.refuse(pending.waiter, Refusal::WrongLeader { leader });
             }
         }
     }
@@ -342,19 +331,13 @@ impl KvServer {
                 .into_iter()
                 .map(|r| r.waiter),
         );
-        for waiter in late {
-            self.answer(waiter, Err(KvError::Timeout), Consistency::Linearizable);
-        }
-        let (late, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reads_waiting_apply)
+        let (late_reads, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reads_waiting_apply)
             .into_iter()
             .partition(|(_, r)| expired(&r.waiter));
         self.reads_waiting_apply = waiting;
-        for (_, read) in late {
-            self.answer(
-                read.waiter,
-                Err(KvError::Timeout),
-                Consistency::Linearizable,
-            );
+        late.extend(late_reads.into_iter().map(|(_, r)| r.waiter));
+        for waiter in late {
+            self.refuse(waiter, Refusal::Timeout);
         }
     }
 
@@ -365,18 +348,27 @@ impl KvServer {
             .is_some_and(|max| raft_state_bytes >= max)
     }
 
-    /// The store's snapshot bytes, as of [`KvServer::applied_index`].
+    /// The store's snapshot bytes, as of [`ReplicaServer::applied_index`].
     pub fn snapshot(&self) -> Bytes {
         self.store.snapshot()
     }
 
     /// Responses ready to go out, with who they go to.
-    pub fn take_responses(&mut self) -> Vec<(ReplyTo, Response)> {
+    pub fn take_responses(&mut self) -> Vec<(ReplyTo, ResponseOf<M>)> {
         std::mem::take(&mut self.responses)
     }
 
-    fn answer(&mut self, waiter: Waiter, result: Result<Reply, KvError>, consistency: Consistency) {
-        let response = Response {
+    fn refuse(&mut self, waiter: Waiter, refusal: Refusal) {
+        self.answer(waiter, Err(M::refusal(refusal)), Consistency::Linearizable);
+    }
+
+    fn answer(
+        &mut self,
+        waiter: Waiter,
+        result: Result<M::Reply, M::Error>,
+        consistency: Consistency,
+    ) {
+        let response = ServiceResponse {
             client: waiter.client,
             seq: waiter.seq,
             result,
@@ -402,6 +394,7 @@ fn take_expired<K: Ord + Copy, V>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kv::command::{KvError, Op, Reply, Request, Response, MAX_KEY_BYTES};
     use crate::raft::{Config, Restore};
 
     /// A single-member group that has elected itself, with its replica; Readies are handled

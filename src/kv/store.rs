@@ -12,11 +12,13 @@
 //! entries, never a replica's clock, so every replica expires the same sessions at the same
 //! index. The table travels in snapshots with the data.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::command::*;
+use super::service::{Refusal, ServiceApplied, StateMachine};
+use super::session::{SessionCheck, SessionTable};
 use crate::raft::Index;
 
 /// Bounds on the session table.
@@ -39,34 +41,14 @@ impl Default for SessionLimits {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Session {
-    last_seq: u64,
-    reply: Result<Reply, KvError>,
-    last_seen_ms: u64,
-}
-
 /// What applying one entry produced, for whoever waits on it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Applied {
-    /// The session (0 for a registration).
-    pub client: ClientId,
-    /// The sequence number (0 for a registration).
-    pub seq: u64,
-    /// The result.
-    pub result: Result<Reply, KvError>,
-}
+pub type Applied = ServiceApplied<Reply, KvError>;
 
 /// The replicated store.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KvStore {
     data: BTreeMap<Bytes, Bytes>,
-    sessions: BTreeMap<ClientId, Session>,
-    /// (last_seen_ms, client) of every session, oldest first: expiry and eviction order.
-    by_last_seen: BTreeSet<(u64, ClientId)>,
-    /// The newest leader stamp applied (stamps only move it forward).
-    now_ms: u64,
-    limits: SessionLimits,
+    sessions: SessionTable<Result<Reply, KvError>>,
     data_bytes: usize,
     /// Entries that could not be decoded (written by an incompatible version); skipped alike on
     /// every replica.
@@ -77,8 +59,10 @@ impl KvStore {
     /// An empty store.
     pub fn new(limits: SessionLimits) -> KvStore {
         KvStore {
-            limits,
-            ..KvStore::default()
+            data: BTreeMap::new(),
+            sessions: SessionTable::new(limits),
+            data_bytes: 0,
+            undecodable: 0,
         }
     }
 
@@ -88,8 +72,7 @@ impl KvStore {
             self.undecodable += 1;
             return None;
         };
-        self.now_ms = self.now_ms.max(command.stamp_ms);
-        self.expire();
+        self.sessions.advance(command.stamp_ms);
         Some(self.apply_command(index, command))
     }
 
@@ -100,7 +83,7 @@ impl KvStore {
         if op == Op::Register {
             // The entry's index is the id: unique, and the same on every replica.
             let id = index;
-            self.open_session(id);
+            self.sessions.open(id, Ok(Reply::Done));
             let result = Ok(Reply::Registered { client: id });
             return Applied {
                 client: 0,
@@ -108,21 +91,16 @@ impl KvStore {
                 result,
             };
         }
-        let result = match self.sessions.get(&client) {
-            None => Err(KvError::SessionExpired),
-            Some(session) if seq < session.last_seq => Err(KvError::Stale),
-            Some(session) if seq == session.last_seq => session.reply.clone(),
-            Some(_) => {
+        let result = match self.sessions.check(client, seq) {
+            SessionCheck::Expired => Err(KvError::SessionExpired),
+            SessionCheck::Stale => Err(KvError::Stale),
+            SessionCheck::Repeat(reply) => reply,
+            SessionCheck::Fresh => {
                 let result = self.execute(&op);
-                let session = self.sessions.get_mut(&client).expect("checked above");
-                session.last_seq = seq;
-                session.reply = result.clone();
+                self.sessions.record(client, seq, result.clone());
                 result
             }
         };
-        if result != Err(KvError::SessionExpired) {
-            self.touch(client);
-        }
         Applied {
             client,
             seq,
@@ -175,47 +153,10 @@ impl KvStore {
         self.data_bytes += added;
     }
 
-    fn open_session(&mut self, id: ClientId) {
-        while self.sessions.len() >= self.limits.max_sessions.max(1) {
-            let &(seen, oldest) = self.by_last_seen.first().expect("table is not empty");
-            self.by_last_seen.remove(&(seen, oldest));
-            self.sessions.remove(&oldest);
-        }
-        let session = Session {
-            last_seq: 0,
-            reply: Ok(Reply::Done),
-            last_seen_ms: self.now_ms,
-        };
-        self.sessions.insert(id, session);
-        self.by_last_seen.insert((self.now_ms, id));
-    }
-
-    fn touch(&mut self, client: ClientId) {
-        let session = self
-            .sessions
-            .get_mut(&client)
-            .expect("touch a held session");
-        self.by_last_seen.remove(&(session.last_seen_ms, client));
-        session.last_seen_ms = self.now_ms;
-        self.by_last_seen.insert((self.now_ms, client));
-    }
-
-    fn expire(&mut self) {
-        let ttl = self.limits.session_ttl_ms;
-        while let Some(&(seen, client)) = self.by_last_seen.first() {
-            if seen.saturating_add(ttl) >= self.now_ms {
-                break;
-            }
-            self.by_last_seen.remove(&(seen, client));
-            self.sessions.remove(&client);
-        }
-    }
-
     /// The reply already given to `(client, seq)`, when that is the session's latest: a retry
     /// can be answered without going through the log again.
     pub fn cached_reply(&self, client: ClientId, seq: u64) -> Option<Result<Reply, KvError>> {
-        let session = self.sessions.get(&client)?;
-        (session.last_seq == seq && seq > 0).then(|| session.reply.clone())
+        self.sessions.cached_reply(client, seq)
     }
 
     /// A key's value, as of the last applied entry.
@@ -252,20 +193,14 @@ impl KvStore {
     pub fn snapshot(&self) -> Bytes {
         let mut buf = BytesMut::with_capacity(32 + self.data_bytes + 48 * self.sessions.len());
         buf.put_u8(SNAPSHOT_V1);
-        buf.put_u64_le(self.now_ms);
+        buf.put_u64_le(self.sessions.now_ms());
         buf.put_u64_le(self.undecodable);
         buf.put_u64_le(self.data.len() as u64);
         for (key, value) in &self.data {
             put_bytes(&mut buf, key);
             put_bytes(&mut buf, value);
         }
-        buf.put_u64_le(self.sessions.len() as u64);
-        for (client, session) in &self.sessions {
-            buf.put_u64_le(*client);
-            buf.put_u64_le(session.last_seq);
-            buf.put_u64_le(session.last_seen_ms);
-            put_result(&mut buf, &session.reply);
-        }
+        self.sessions.encode(&mut buf, put_result);
         buf.freeze()
     }
 
@@ -277,32 +212,99 @@ impl KvStore {
             return Err(DecodeError::UnknownTag(version));
         }
         let mut store = KvStore::new(limits);
-        store.now_ms = get_u64(&mut buf)?;
+        let now_ms = get_u64(&mut buf)?;
         store.undecodable = get_u64(&mut buf)?;
         for _ in 0..get_u64(&mut buf)? {
             let key = get_bytes(&mut buf, MAX_KEY_BYTES)?;
             let value = get_bytes(&mut buf, MAX_VALUE_BYTES)?;
             store.set(key, value);
         }
-        for _ in 0..get_u64(&mut buf)? {
-            let client = get_u64(&mut buf)?;
-            let last_seq = get_u64(&mut buf)?;
-            let last_seen_ms = get_u64(&mut buf)?;
-            let reply = get_result(&mut buf)?;
-            store.sessions.insert(
-                client,
-                Session {
-                    last_seq,
-                    reply,
-                    last_seen_ms,
-                },
-            );
-            store.by_last_seen.insert((last_seen_ms, client));
-        }
+        store.sessions = SessionTable::decode(limits, now_ms, &mut buf, get_result)?;
         if !buf.is_empty() {
             return Err(DecodeError::TrailingBytes);
         }
         Ok(store)
+    }
+}
+
+impl StateMachine for KvStore {
+    type Op = Op;
+    type Reply = Reply;
+    type Error = KvError;
+    type Settings = ();
+
+    fn new(limits: SessionLimits, _settings: ()) -> KvStore {
+        KvStore::new(limits)
+    }
+
+    fn restore(limits: SessionLimits, snapshot: &Bytes) -> Result<KvStore, DecodeError> {
+        KvStore::restore(limits, snapshot)
+    }
+
+    fn snapshot(&self) -> Bytes {
+        KvStore::snapshot(self)
+    }
+
+    fn apply(&mut self, index: Index, data: &Bytes) -> Option<Applied> {
+        KvStore::apply(self, index, data)
+    }
+
+    fn cached_reply(&self, client: ClientId, seq: u64) -> Option<Result<Reply, KvError>> {
+        KvStore::cached_reply(self, client, seq)
+    }
+
+    fn read(&self, op: &Op) -> Result<Reply, KvError> {
+        Ok(Reply::Value(self.get(op.key())))
+    }
+
+    fn is_read(op: &Op) -> bool {
+        !op.is_write()
+    }
+
+    fn check_bounds(op: &Op) -> Result<(), KvError> {
+        op.check_bounds()
+    }
+
+    fn encode_write(client: ClientId, seq: u64, stamp_ms: u64, op: &Op) -> Bytes {
+        let command = Command {
+            client,
+            seq,
+            stamp_ms,
+            op: op.clone(),
+        };
+        command.encode()
+    }
+
+    fn register_op() -> Op {
+        Op::Register
+    }
+
+    fn registered(reply: &Reply) -> Option<ClientId> {
+        match reply {
+            Reply::Registered { client } => Some(*client),
+            _ => None,
+        }
+    }
+
+    fn refusal(refusal: Refusal) -> KvError {
+        match refusal {
+            Refusal::WrongLeader { leader } => KvError::WrongLeader { leader },
+            Refusal::Timeout => KvError::Timeout,
+            Refusal::Busy => KvError::Busy,
+            // The only thing that makes a KV command too large for the log is its value.
+            Refusal::TooLarge => KvError::ValueTooLarge,
+            Refusal::SessionExpired => KvError::SessionExpired,
+        }
+    }
+
+    fn as_refusal(error: &KvError) -> Option<Refusal> {
+        match *error {
+            KvError::WrongLeader { leader } => Some(Refusal::WrongLeader { leader }),
+            KvError::Timeout => Some(Refusal::Timeout),
+            KvError::Busy => Some(Refusal::Busy),
+            KvError::SessionExpired => Some(Refusal::SessionExpired),
+            KvError::KeyTooLarge | KvError::ValueTooLarge | KvError::Stale => None,
+        }
     }
 }
 

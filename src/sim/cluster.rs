@@ -26,6 +26,7 @@ use crate::raft::{
     Snapshot, SnapshotMeta, SoftState, Term,
 };
 use crate::rng::Rng;
+use crate::shardctl::{CtlRequest, CtlResponse, CtlServer};
 
 /// Upper bound on Readies drained after one input. A healthy core settles in a handful; more
 /// than this means the core keeps producing work from nothing.
@@ -37,8 +38,10 @@ const MAX_EVENTS_AT_ONE_INSTANT: u64 = 1_000_000;
 const FAILURE_TRACE_LINES: usize = 40;
 
 mod kv;
+mod shardctl;
 
 pub use kv::CompletedOp;
+pub use shardctl::{ControllerConfig, CtlCompletedOp};
 
 enum Event {
     Tick {
@@ -74,6 +77,24 @@ enum Event {
         incarnation: u64,
         response: Response,
     },
+    /// A controller client's clock.
+    CtlClientTick {
+        client: usize,
+    },
+    /// A controller request on its way from a client to a server.
+    ToCtlServer {
+        client: usize,
+        server: NodeId,
+        incarnation: u64,
+        request: CtlRequest,
+    },
+    /// A controller response on its way back.
+    ToCtlClient {
+        client: usize,
+        server: NodeId,
+        incarnation: u64,
+        response: CtlResponse,
+    },
 }
 
 /// One member: the Raft core and the application above it. Dropped on crash.
@@ -82,6 +103,8 @@ struct Replica {
     app: AppState,
     /// The KV service, when the cluster runs it.
     kv: Option<KvServer>,
+    /// The shard controller, on the controller's group when the cluster runs it.
+    ctl: Option<CtlServer>,
     /// The index of the last snapshot the application took or installed.
     last_snapshot_index: Index,
 }
@@ -135,6 +158,10 @@ pub struct Cluster {
     clients: Vec<kv::SimClient>,
     /// Every KV operation that ended, in the order they ended.
     kv_history: Vec<kv::CompletedOp>,
+    /// Controller clients, by handle.
+    ctl_clients: Vec<shardctl::SimCtlClient>,
+    /// Every controller operation that ended, in the order they ended.
+    ctl_history: Vec<shardctl::CtlCompletedOp>,
 }
 
 impl Cluster {
@@ -180,6 +207,8 @@ impl Cluster {
             events_at_this_instant: 0,
             clients: Vec::new(),
             kv_history: Vec::new(),
+            ctl_clients: Vec::new(),
+            ctl_history: Vec::new(),
             cfg,
         };
         for node in cluster.cfg.node_ids() {
@@ -284,6 +313,19 @@ impl Cluster {
                 incarnation,
                 response,
             } => self.on_client_response(client, server, incarnation, response),
+            Event::CtlClientTick { client } => self.on_ctl_client_tick(client),
+            Event::ToCtlServer {
+                client,
+                server,
+                incarnation,
+                request,
+            } => self.on_ctl_request(client, server, incarnation, request),
+            Event::ToCtlClient {
+                client,
+                server,
+                incarnation,
+                response,
+            } => self.on_ctl_response(client, server, incarnation, response),
         }
     }
 
@@ -303,6 +345,9 @@ impl Cluster {
             replica.raw.tick();
             if let Some(kv) = replica.kv.as_mut() {
                 kv.tick();
+            }
+            if let Some(ctl) = replica.ctl.as_mut() {
+                ctl.tick();
             }
             self.drain(node, group);
         }
@@ -413,6 +458,7 @@ impl Cluster {
             self.replica_mut(node, group).raw.advance();
             self.maybe_take_snapshot(node, group);
             self.flush_kv_responses(node, group);
+            self.flush_ctl_responses(node, group);
         }
         self.fail(Some(node), Some(group), "the Ready loop did not settle");
     }
@@ -430,8 +476,12 @@ impl Cluster {
         } = rd;
         if let Some(soft) = soft_state {
             self.on_soft_state(node, group, soft);
-            if let Some(kv) = self.replica_mut(node, group).kv.as_mut() {
+            let replica = self.replica_mut(node, group);
+            if let Some(kv) = replica.kv.as_mut() {
                 kv.on_soft_state(soft);
+            }
+            if let Some(ctl) = replica.ctl.as_mut() {
+                ctl.on_soft_state(soft);
             }
         }
         for message in messages {
@@ -469,8 +519,12 @@ impl Cluster {
         if !committed_entries.is_empty() {
             self.apply(node, group, &committed_entries);
         }
-        if let Some(kv) = self.replica_mut(node, group).kv.as_mut() {
+        let replica = self.replica_mut(node, group);
+        if let Some(kv) = replica.kv.as_mut() {
             kv.on_read_states(&read_states);
+        }
+        if let Some(ctl) = replica.ctl.as_mut() {
+            ctl.on_read_states(&read_states);
         }
         for rs in read_states {
             let at_us = self.now_us;
@@ -548,6 +602,12 @@ impl Cluster {
                 );
             }
         }
+        if let Some(ctl) = self.replica_mut(node, group).ctl.as_mut() {
+            if let Err(e) = ctl.on_snapshot(index, &kv_bytes) {
+                let what = format!("installed controller snapshot: {e}");
+                self.fail(Some(node), Some(group), &what);
+            }
+        }
         if app.applied != snapshot.meta.index {
             let what = format!(
                 "snapshot meta says index {} but its data is at {}",
@@ -581,8 +641,12 @@ impl Cluster {
             let result = self.checker.on_apply(group, node, term, entry, chain);
             self.check(result, Some(node), Some(group));
         }
-        if let Some(kv) = self.replica_mut(node, group).kv.as_mut() {
+        let replica = self.replica_mut(node, group);
+        if let Some(kv) = replica.kv.as_mut() {
             kv.on_committed(entries);
+        }
+        if let Some(ctl) = replica.ctl.as_mut() {
+            ctl.on_committed(entries);
         }
         let new_frontier = self.checker.max_committed(group);
         if new_frontier > frontier {
@@ -613,7 +677,8 @@ impl Cluster {
         let size_due = replica
             .kv
             .as_ref()
-            .is_some_and(|kv| kv.wants_snapshot(raft_state_bytes));
+            .is_some_and(|kv| kv.wants_snapshot(raft_state_bytes))
+            || (replica.ctl.as_ref()).is_some_and(|ctl| ctl.wants_snapshot(raft_state_bytes));
         if !every_due && !size_due {
             return;
         }
@@ -623,7 +688,8 @@ impl Cluster {
         };
         let data = join_snapshot(
             replica.app.to_snapshot(padding_bytes),
-            replica.kv.as_ref().map(KvServer::snapshot),
+            (replica.kv.as_ref().map(KvServer::snapshot))
+                .or_else(|| replica.ctl.as_ref().map(CtlServer::snapshot)),
         );
         let snapshot = Snapshot {
             meta: SnapshotMeta { index, term },
@@ -665,7 +731,9 @@ impl Cluster {
                     Err(e) => self.fail(Some(node), Some(group), &format!("durable snapshot: {e}")),
                 },
             };
-            let kv = match (self.cfg.kv, kv_bytes) {
+            let ctl = self.boot_controller(node, group, kv_bytes.as_ref().map(|b| (meta.index, b)));
+            let runs_kv = ctl.is_none();
+            let kv = match (self.cfg.kv.filter(|_| runs_kv), kv_bytes) {
                 (None, _) => None,
                 (Some(config), None) => Some(KvServer::new(config)),
                 (Some(config), Some(bytes)) => {
@@ -692,6 +760,7 @@ impl Cluster {
                 raw,
                 app,
                 kv,
+                ctl,
                 last_snapshot_index: meta.index,
             };
             self.nodes[node as usize - 1].replicas.push(replica);

@@ -1,6 +1,7 @@
 //! What a simulated cluster is made of: node and group counts, the Raft tuning every member gets,
 //! the application's snapshot policy, the network's and the disk's fault settings, and tracing.
 
+use super::cluster::ControllerConfig;
 use crate::kv::KvServerConfig;
 use crate::raft::{Config, GroupId, NodeId};
 
@@ -68,6 +69,8 @@ pub struct SimConfig {
     /// `max_raft_state_bytes` also triggers snapshots). `None`: Raft and the chain-hash
     /// application only.
     pub kv: Option<KvServerConfig>,
+    /// Run the shard controller on one group (instead of KV there). `None`: no controller.
+    pub controller: Option<ControllerConfig>,
 }
 
 impl SimConfig {
@@ -88,6 +91,7 @@ impl SimConfig {
             trace: TraceMode::Tail(64),
             trace_messages: false,
             kv: None,
+            controller: None,
         }
     }
 

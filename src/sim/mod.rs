@@ -11,6 +11,9 @@
 //! - [`cluster`]: [`Cluster`]: the event loop, the Ready loop, crash and restart, the test API.
 //! - [`kv_lab`]: the lab's KV workload (GenericTest) and its scenarios, shared by the tests
 //!   and `shardcore sim kv`; its runs become JSON-lines histories.
+//! - [`shardctl_lab`]: the lab's shard controller checks (`check`, same config on every
+//!   replica) and a history check of linearizable queries and exactly-once changes; the
+//!   controller itself runs on one group of a [`Cluster`] (`SimConfig::controller`).
 //! - [`lab`]: the MIT 6.5840 tester's helpers (`check_one_leader`, `one`, `wait`, ...).
 //! - [`network`]: who can talk to whom; delays, losses, reordering.
 //! - [`disk`]: per-node FIFO write queues and the durable state they build.
@@ -45,12 +48,13 @@ pub mod kv_lab;
 pub mod lab;
 pub mod network;
 mod queue;
+pub mod shardctl_lab;
 pub mod stats;
 pub mod trace;
 
 pub use app::AppState;
 pub use chaos::{Chaos, ChaosConfig, ChaosCounts};
-pub use cluster::{Cluster, CompletedOp, ObservedRead};
+pub use cluster::{Cluster, CompletedOp, ControllerConfig, CtlCompletedOp, ObservedRead};
 pub use config::{sim_raft_defaults, SimConfig, TraceMode};
 pub use invariants::CommittedEntry;
 pub use lab::LAB_ELECTION_TIMEOUT_MS;

@@ -48,6 +48,8 @@ pub struct Stats {
     pub disk_writes: u64,
     /// KV requests clients sent (retries included).
     pub kv_requests: u64,
+    /// Controller requests sent by controller clients (including resends).
+    pub ctl_requests: u64,
 }
 
 impl Stats {

@@ -43,6 +43,7 @@
 mod client;
 mod hello;
 mod raft;
+pub mod shardctl;
 #[cfg(test)]
 mod tests;
 

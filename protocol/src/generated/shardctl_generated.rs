@@ -14,15 +14,16 @@ pub mod shardctl {
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_CONTROLLER_OP: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_CONTROLLER_OP: u8 = 4;
+pub const ENUM_MAX_CONTROLLER_OP: u8 = 5;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_CONTROLLER_OP: [ControllerOp; 5] = [
+pub const ENUM_VALUES_CONTROLLER_OP: [ControllerOp; 6] = [
   ControllerOp::NONE,
   ControllerOp::Join,
   ControllerOp::Leave,
   ControllerOp::Move,
   ControllerOp::Query,
+  ControllerOp::Register,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -35,15 +36,17 @@ impl ControllerOp {
   pub const Leave: Self = Self(2);
   pub const Move: Self = Self(3);
   pub const Query: Self = Self(4);
+  pub const Register: Self = Self(5);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 4;
+  pub const ENUM_MAX: u8 = 5;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Join,
     Self::Leave,
     Self::Move,
     Self::Query,
+    Self::Register,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -53,6 +56,7 @@ impl ControllerOp {
       Self::Leave => Some("Leave"),
       Self::Move => Some("Move"),
       Self::Query => Some("Query"),
+      Self::Register => Some("Register"),
       _ => None,
     }
   }
@@ -112,16 +116,19 @@ pub struct ControllerOpUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_CONTROLLER_STATUS: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_CONTROLLER_STATUS: u8 = 5;
+pub const ENUM_MAX_CONTROLLER_STATUS: u8 = 8;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_CONTROLLER_STATUS: [ControllerStatus; 6] = [
+pub const ENUM_VALUES_CONTROLLER_STATUS: [ControllerStatus; 9] = [
   ControllerStatus::Ok,
   ControllerStatus::NotLeader,
   ControllerStatus::Timeout,
   ControllerStatus::SessionExpired,
   ControllerStatus::BadRequest,
   ControllerStatus::Unavailable,
+  ControllerStatus::Busy,
+  ControllerStatus::Stale,
+  ControllerStatus::TooLarge,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -133,11 +140,15 @@ impl ControllerStatus {
   pub const NotLeader: Self = Self(1);
   pub const Timeout: Self = Self(2);
   pub const SessionExpired: Self = Self(3);
+  /// Malformed, or refused by the configuration it was applied to (see `refused`).
   pub const BadRequest: Self = Self(4);
   pub const Unavailable: Self = Self(5);
+  pub const Busy: Self = Self(6);
+  pub const Stale: Self = Self(7);
+  pub const TooLarge: Self = Self(8);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 5;
+  pub const ENUM_MAX: u8 = 8;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::Ok,
     Self::NotLeader,
@@ -145,6 +156,9 @@ impl ControllerStatus {
     Self::SessionExpired,
     Self::BadRequest,
     Self::Unavailable,
+    Self::Busy,
+    Self::Stale,
+    Self::TooLarge,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -155,6 +169,9 @@ impl ControllerStatus {
       Self::SessionExpired => Some("SessionExpired"),
       Self::BadRequest => Some("BadRequest"),
       Self::Unavailable => Some("Unavailable"),
+      Self::Busy => Some("Busy"),
+      Self::Stale => Some("Stale"),
+      Self::TooLarge => Some("TooLarge"),
       _ => None,
     }
   }
@@ -209,38 +226,249 @@ impl<'a> ::flatbuffers::Verifiable for ControllerStatus {
 }
 
 impl ::flatbuffers::SimpleToVerifyInSlice for ControllerStatus {}
-pub enum ServerOffset {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_CONTROLLER_OK: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_CONTROLLER_OK: u8 = 2;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_CONTROLLER_OK: [ControllerOk; 3] = [
+  ControllerOk::Changed,
+  ControllerOk::Registered,
+  ControllerOk::Config,
+];
+
+/// What an Ok reply carries.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct ControllerOk(pub u8);
+#[allow(non_upper_case_globals)]
+impl ControllerOk {
+  /// A join, leave or move made configuration `num`.
+  pub const Changed: Self = Self(0);
+  /// A session was opened; its id is `session`.
+  pub const Registered: Self = Self(1);
+  /// A query's configuration is `config`.
+  pub const Config: Self = Self(2);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 2;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Changed,
+    Self::Registered,
+    Self::Config,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Changed => Some("Changed"),
+      Self::Registered => Some("Registered"),
+      Self::Config => Some("Config"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for ControllerOk {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for ControllerOk {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for ControllerOk {
+    type Output = ControllerOk;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for ControllerOk {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for ControllerOk {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for ControllerOk {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_REFUSED: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_REFUSED: u8 = 9;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_REFUSED: [Refused; 10] = [
+  Refused::None,
+  Refused::NoGroups,
+  Refused::GroupZero,
+  Refused::GroupExists,
+  Refused::UnknownGroup,
+  Refused::DuplicateGroup,
+  Refused::BadReplicas,
+  Refused::TooManyReplicas,
+  Refused::TooManyGroups,
+  Refused::ShardOutOfRange,
+];
+
+/// Why a valid-looking join, leave or move was refused (with BadRequest; `refused_value` is the
+/// group or shard named).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct Refused(pub u8);
+#[allow(non_upper_case_globals)]
+impl Refused {
+  /// Not refused by the configuration (a malformed request).
+  pub const None: Self = Self(0);
+  pub const NoGroups: Self = Self(1);
+  pub const GroupZero: Self = Self(2);
+  pub const GroupExists: Self = Self(3);
+  pub const UnknownGroup: Self = Self(4);
+  pub const DuplicateGroup: Self = Self(5);
+  pub const BadReplicas: Self = Self(6);
+  pub const TooManyReplicas: Self = Self(7);
+  pub const TooManyGroups: Self = Self(8);
+  pub const ShardOutOfRange: Self = Self(9);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 9;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::None,
+    Self::NoGroups,
+    Self::GroupZero,
+    Self::GroupExists,
+    Self::UnknownGroup,
+    Self::DuplicateGroup,
+    Self::BadReplicas,
+    Self::TooManyReplicas,
+    Self::TooManyGroups,
+    Self::ShardOutOfRange,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::None => Some("None"),
+      Self::NoGroups => Some("NoGroups"),
+      Self::GroupZero => Some("GroupZero"),
+      Self::GroupExists => Some("GroupExists"),
+      Self::UnknownGroup => Some("UnknownGroup"),
+      Self::DuplicateGroup => Some("DuplicateGroup"),
+      Self::BadReplicas => Some("BadReplicas"),
+      Self::TooManyReplicas => Some("TooManyReplicas"),
+      Self::TooManyGroups => Some("TooManyGroups"),
+      Self::ShardOutOfRange => Some("ShardOutOfRange"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for Refused {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for Refused {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for Refused {
+    type Output = Refused;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for Refused {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for Refused {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for Refused {}
+pub enum ReplicaOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
-/// One server of a replica group.
-pub struct Server<'a> {
+/// One replica of a group: the node hosting it and, optionally, the core on that node.
+pub struct Replica<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }
 
-impl<'a> ::flatbuffers::Follow<'a> for Server<'a> {
-  type Inner = Server<'a>;
+impl<'a> ::flatbuffers::Follow<'a> for Replica<'a> {
+  type Inner = Replica<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
 
-impl<'a> Server<'a> {
+impl<'a> Replica<'a> {
   pub const VT_NODE_ID: ::flatbuffers::VOffsetT = 4;
-  pub const VT_ADDRESS: ::flatbuffers::VOffsetT = 6;
+  pub const VT_CORE: ::flatbuffers::VOffsetT = 6;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
-    Server { _tab: table }
+    Replica { _tab: table }
   }
   #[allow(unused_mut)]
   pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
     _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-    args: &'args ServerArgs<'args>
-  ) -> ::flatbuffers::WIPOffset<Server<'bldr>> {
-    let mut builder = ServerBuilder::new(_fbb);
+    args: &'args ReplicaArgs
+  ) -> ::flatbuffers::WIPOffset<Replica<'bldr>> {
+    let mut builder = ReplicaBuilder::new(_fbb);
     builder.add_node_id(args.node_id);
-    if let Some(x) = args.address { builder.add_address(x); }
+    if let Some(x) = args.core { builder.add_core(x); }
     builder.finish()
   }
 
@@ -250,113 +478,112 @@ impl<'a> Server<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
-    unsafe { self._tab.get::<u64>(Server::VT_NODE_ID, Some(0)).unwrap()}
+    unsafe { self._tab.get::<u64>(Replica::VT_NODE_ID, Some(0)).unwrap()}
   }
-  /// host:port.
+  /// The core on that node; absent: the node places the group itself.
   #[inline]
-  pub fn address(&self) -> &'a str {
+  pub fn core(&self) -> Option<u32> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
-    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Server::VT_ADDRESS, None).unwrap()}
+    unsafe { self._tab.get::<u32>(Replica::VT_CORE, None)}
   }
 }
 
-impl ::flatbuffers::Verifiable for Server<'_> {
+impl ::flatbuffers::Verifiable for Replica<'_> {
   #[inline]
   fn run_verifier(
     v: &mut ::flatbuffers::Verifier, pos: usize
   ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
     v.visit_table(pos)?
      .visit_field::<u64>("node_id", Self::VT_NODE_ID, false)?
-     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("address", Self::VT_ADDRESS, true)?
+     .visit_field::<u32>("core", Self::VT_CORE, false)?
      .finish();
     Ok(())
   }
 }
-pub struct ServerArgs<'a> {
+pub struct ReplicaArgs {
     pub node_id: u64,
-    pub address: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub core: Option<u32>,
 }
-impl<'a> Default for ServerArgs<'a> {
+impl<'a> Default for ReplicaArgs {
   #[inline]
   fn default() -> Self {
-    ServerArgs {
+    ReplicaArgs {
       node_id: 0,
-      address: None, // required field
+      core: None,
     }
   }
 }
 
-pub struct ServerBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+pub struct ReplicaBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
   fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
   start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
 }
-impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ServerBuilder<'a, 'b, A> {
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ReplicaBuilder<'a, 'b, A> {
   #[inline]
   pub fn add_node_id(&mut self, node_id: u64) {
-    self.fbb_.push_slot::<u64>(Server::VT_NODE_ID, node_id, 0);
+    self.fbb_.push_slot::<u64>(Replica::VT_NODE_ID, node_id, 0);
   }
   #[inline]
-  pub fn add_address(&mut self, address: ::flatbuffers::WIPOffset<&'b  str>) {
-    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Server::VT_ADDRESS, address);
+  pub fn add_core(&mut self, core: u32) {
+    self.fbb_.push_slot_always::<u32>(Replica::VT_CORE, core);
   }
   #[inline]
-  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ServerBuilder<'a, 'b, A> {
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ReplicaBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
-    ServerBuilder {
+    ReplicaBuilder {
       fbb_: _fbb,
       start_: start,
     }
   }
   #[inline]
-  pub fn finish(self) -> ::flatbuffers::WIPOffset<Server<'a>> {
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Replica<'a>> {
     let o = self.fbb_.end_table(self.start_);
-    self.fbb_.required(o, Server::VT_ADDRESS,"address");
     ::flatbuffers::WIPOffset::new(o.value())
   }
 }
 
-impl ::core::fmt::Debug for Server<'_> {
+impl ::core::fmt::Debug for Replica<'_> {
   fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-    let mut ds = f.debug_struct("Server");
+    let mut ds = f.debug_struct("Replica");
       ds.field("node_id", &self.node_id());
-      ds.field("address", &self.address());
+      ds.field("core", &self.core());
       ds.finish()
   }
 }
-pub enum GroupServersOffset {}
+pub enum GroupReplicasOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
-/// A replica group and its servers.
-pub struct GroupServers<'a> {
+/// A replica group and its replicas, in the order they joined with.
+pub struct GroupReplicas<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }
 
-impl<'a> ::flatbuffers::Follow<'a> for GroupServers<'a> {
-  type Inner = GroupServers<'a>;
+impl<'a> ::flatbuffers::Follow<'a> for GroupReplicas<'a> {
+  type Inner = GroupReplicas<'a>;
   #[inline]
   unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
     Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
   }
 }
 
-impl<'a> GroupServers<'a> {
+impl<'a> GroupReplicas<'a> {
   pub const VT_GROUP: ::flatbuffers::VOffsetT = 4;
-  pub const VT_SERVERS: ::flatbuffers::VOffsetT = 6;
+  pub const VT_REPLICAS: ::flatbuffers::VOffsetT = 6;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
-    GroupServers { _tab: table }
+    GroupReplicas { _tab: table }
   }
   #[allow(unused_mut)]
   pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
     _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-    args: &'args GroupServersArgs<'args>
-  ) -> ::flatbuffers::WIPOffset<GroupServers<'bldr>> {
-    let mut builder = GroupServersBuilder::new(_fbb);
+    args: &'args GroupReplicasArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<GroupReplicas<'bldr>> {
+    let mut builder = GroupReplicasBuilder::new(_fbb);
     builder.add_group(args.group);
-    if let Some(x) = args.servers { builder.add_servers(x); }
+    if let Some(x) = args.replicas { builder.add_replicas(x); }
     builder.finish()
   }
 
@@ -366,77 +593,77 @@ impl<'a> GroupServers<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
-    unsafe { self._tab.get::<u64>(GroupServers::VT_GROUP, Some(0)).unwrap()}
+    unsafe { self._tab.get::<u64>(GroupReplicas::VT_GROUP, Some(0)).unwrap()}
   }
   #[inline]
-  pub fn servers(&self) -> ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Server<'a>>> {
+  pub fn replicas(&self) -> ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Replica<'a>>> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
-    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Server>>>>(GroupServers::VT_SERVERS, None).unwrap()}
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Replica>>>>(GroupReplicas::VT_REPLICAS, None).unwrap()}
   }
 }
 
-impl ::flatbuffers::Verifiable for GroupServers<'_> {
+impl ::flatbuffers::Verifiable for GroupReplicas<'_> {
   #[inline]
   fn run_verifier(
     v: &mut ::flatbuffers::Verifier, pos: usize
   ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
     v.visit_table(pos)?
      .visit_field::<u64>("group", Self::VT_GROUP, false)?
-     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Server>>>>("servers", Self::VT_SERVERS, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Replica>>>>("replicas", Self::VT_REPLICAS, true)?
      .finish();
     Ok(())
   }
 }
-pub struct GroupServersArgs<'a> {
+pub struct GroupReplicasArgs<'a> {
     pub group: u64,
-    pub servers: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Server<'a>>>>>,
+    pub replicas: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Replica<'a>>>>>,
 }
-impl<'a> Default for GroupServersArgs<'a> {
+impl<'a> Default for GroupReplicasArgs<'a> {
   #[inline]
   fn default() -> Self {
-    GroupServersArgs {
+    GroupReplicasArgs {
       group: 0,
-      servers: None, // required field
+      replicas: None, // required field
     }
   }
 }
 
-pub struct GroupServersBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+pub struct GroupReplicasBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
   fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
   start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
 }
-impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> GroupServersBuilder<'a, 'b, A> {
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> GroupReplicasBuilder<'a, 'b, A> {
   #[inline]
   pub fn add_group(&mut self, group: u64) {
-    self.fbb_.push_slot::<u64>(GroupServers::VT_GROUP, group, 0);
+    self.fbb_.push_slot::<u64>(GroupReplicas::VT_GROUP, group, 0);
   }
   #[inline]
-  pub fn add_servers(&mut self, servers: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<Server<'b >>>>) {
-    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(GroupServers::VT_SERVERS, servers);
+  pub fn add_replicas(&mut self, replicas: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<Replica<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(GroupReplicas::VT_REPLICAS, replicas);
   }
   #[inline]
-  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> GroupServersBuilder<'a, 'b, A> {
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> GroupReplicasBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
-    GroupServersBuilder {
+    GroupReplicasBuilder {
       fbb_: _fbb,
       start_: start,
     }
   }
   #[inline]
-  pub fn finish(self) -> ::flatbuffers::WIPOffset<GroupServers<'a>> {
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<GroupReplicas<'a>> {
     let o = self.fbb_.end_table(self.start_);
-    self.fbb_.required(o, GroupServers::VT_SERVERS,"servers");
+    self.fbb_.required(o, GroupReplicas::VT_REPLICAS,"replicas");
     ::flatbuffers::WIPOffset::new(o.value())
   }
 }
 
-impl ::core::fmt::Debug for GroupServers<'_> {
+impl ::core::fmt::Debug for GroupReplicas<'_> {
   fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-    let mut ds = f.debug_struct("GroupServers");
+    let mut ds = f.debug_struct("GroupReplicas");
       ds.field("group", &self.group());
-      ds.field("servers", &self.servers());
+      ds.field("replicas", &self.replicas());
       ds.finish()
   }
 }
@@ -494,11 +721,11 @@ impl<'a> Config<'a> {
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(Config::VT_SHARDS, None).unwrap()}
   }
   #[inline]
-  pub fn groups(&self) -> ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<GroupServers<'a>>> {
+  pub fn groups(&self) -> ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<GroupReplicas<'a>>> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
-    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<GroupServers>>>>(Config::VT_GROUPS, None).unwrap()}
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<GroupReplicas>>>>(Config::VT_GROUPS, None).unwrap()}
   }
 }
 
@@ -510,7 +737,7 @@ impl ::flatbuffers::Verifiable for Config<'_> {
     v.visit_table(pos)?
      .visit_field::<u64>("num", Self::VT_NUM, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("shards", Self::VT_SHARDS, true)?
-     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<GroupServers>>>>("groups", Self::VT_GROUPS, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<GroupReplicas>>>>("groups", Self::VT_GROUPS, true)?
      .finish();
     Ok(())
   }
@@ -518,7 +745,7 @@ impl ::flatbuffers::Verifiable for Config<'_> {
 pub struct ConfigArgs<'a> {
     pub num: u64,
     pub shards: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
-    pub groups: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<GroupServers<'a>>>>>,
+    pub groups: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<GroupReplicas<'a>>>>>,
 }
 impl<'a> Default for ConfigArgs<'a> {
   #[inline]
@@ -545,7 +772,7 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ConfigBuilder<'a, 'b, A> {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Config::VT_SHARDS, shards);
   }
   #[inline]
-  pub fn add_groups(&mut self, groups: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<GroupServers<'b >>>>) {
+  pub fn add_groups(&mut self, groups: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<GroupReplicas<'b >>>>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Config::VT_GROUPS, groups);
   }
   #[inline]
@@ -577,7 +804,7 @@ impl ::core::fmt::Debug for Config<'_> {
 pub enum JoinOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
-/// Add groups (and their servers).
+/// Add groups (and their replicas).
 pub struct Join<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }
@@ -609,11 +836,11 @@ impl<'a> Join<'a> {
 
 
   #[inline]
-  pub fn groups(&self) -> ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<GroupServers<'a>>> {
+  pub fn groups(&self) -> ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<GroupReplicas<'a>>> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
-    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<GroupServers>>>>(Join::VT_GROUPS, None).unwrap()}
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<GroupReplicas>>>>(Join::VT_GROUPS, None).unwrap()}
   }
 }
 
@@ -623,13 +850,13 @@ impl ::flatbuffers::Verifiable for Join<'_> {
     v: &mut ::flatbuffers::Verifier, pos: usize
   ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
     v.visit_table(pos)?
-     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<GroupServers>>>>("groups", Self::VT_GROUPS, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<GroupReplicas>>>>("groups", Self::VT_GROUPS, true)?
      .finish();
     Ok(())
   }
 }
 pub struct JoinArgs<'a> {
-    pub groups: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<GroupServers<'a>>>>>,
+    pub groups: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<GroupReplicas<'a>>>>>,
 }
 impl<'a> Default for JoinArgs<'a> {
   #[inline]
@@ -646,7 +873,7 @@ pub struct JoinBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
 }
 impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> JoinBuilder<'a, 'b, A> {
   #[inline]
-  pub fn add_groups(&mut self, groups: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<GroupServers<'b >>>>) {
+  pub fn add_groups(&mut self, groups: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<GroupReplicas<'b >>>>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Join::VT_GROUPS, groups);
   }
   #[inline]
@@ -773,7 +1000,7 @@ impl ::core::fmt::Debug for Leave<'_> {
 pub enum MoveOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
-/// Assign one shard to one group.
+/// Assign one shard to one group (no rebalance until the next join or leave).
 pub struct Move<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }
@@ -981,6 +1208,85 @@ impl ::core::fmt::Debug for Query<'_> {
       ds.finish()
   }
 }
+pub enum RegisterOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Open an exactly-once session (sent with client 0, seq 0); the reply carries its id.
+pub struct Register<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Register<'a> {
+  type Inner = Register<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Register<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Register { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    _args: &'args RegisterArgs
+  ) -> ::flatbuffers::WIPOffset<Register<'bldr>> {
+    let mut builder = RegisterBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl ::flatbuffers::Verifiable for Register<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct RegisterArgs {
+}
+impl<'a> Default for RegisterArgs {
+  #[inline]
+  fn default() -> Self {
+    RegisterArgs {
+    }
+  }
+}
+
+pub struct RegisterBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RegisterBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RegisterBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    RegisterBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Register<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Register<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Register");
+      ds.finish()
+  }
+}
 pub enum ControllerRequestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -1114,6 +1420,20 @@ impl<'a> ControllerRequest<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn op_as_register(&self) -> Option<Register<'a>> {
+    if self.op_type() == ControllerOp::Register {
+      let u = self.op();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { Register::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ControllerRequest<'_> {
@@ -1131,6 +1451,7 @@ impl ::flatbuffers::Verifiable for ControllerRequest<'_> {
           ControllerOp::Leave => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Leave>>("ControllerOp::Leave", pos),
           ControllerOp::Move => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Move>>("ControllerOp::Move", pos),
           ControllerOp::Query => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Query>>("ControllerOp::Query", pos),
+          ControllerOp::Register => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Register>>("ControllerOp::Register", pos),
           _ => Ok(()),
         }
      })?
@@ -1235,6 +1556,13 @@ impl ::core::fmt::Debug for ControllerRequest<'_> {
             ds.field("op", &"InvalidFlatbuffer: Union discriminant does not match value.")
           }
         },
+        ControllerOp::Register => {
+          if let Some(x) = self.op_as_register() {
+            ds.field("op", &x)
+          } else {
+            ds.field("op", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
         _ => {
           let x: Option<()> = None;
           ds.field("op", &x)
@@ -1262,7 +1590,12 @@ impl<'a> ControllerReply<'a> {
   pub const VT_ID: ::flatbuffers::VOffsetT = 4;
   pub const VT_STATUS: ::flatbuffers::VOffsetT = 6;
   pub const VT_LEADER_HINT: ::flatbuffers::VOffsetT = 8;
-  pub const VT_CONFIG: ::flatbuffers::VOffsetT = 10;
+  pub const VT_OK: ::flatbuffers::VOffsetT = 10;
+  pub const VT_NUM: ::flatbuffers::VOffsetT = 12;
+  pub const VT_SESSION: ::flatbuffers::VOffsetT = 14;
+  pub const VT_CONFIG: ::flatbuffers::VOffsetT = 16;
+  pub const VT_REFUSED: ::flatbuffers::VOffsetT = 18;
+  pub const VT_REFUSED_VALUE: ::flatbuffers::VOffsetT = 20;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1274,9 +1607,14 @@ impl<'a> ControllerReply<'a> {
     args: &'args ControllerReplyArgs<'args>
   ) -> ::flatbuffers::WIPOffset<ControllerReply<'bldr>> {
     let mut builder = ControllerReplyBuilder::new(_fbb);
+    builder.add_refused_value(args.refused_value);
+    builder.add_session(args.session);
+    builder.add_num(args.num);
     builder.add_leader_hint(args.leader_hint);
     builder.add_id(args.id);
     if let Some(x) = args.config { builder.add_config(x); }
+    builder.add_refused(args.refused);
+    builder.add_ok(args.ok);
     builder.add_status(args.status);
     builder.finish()
   }
@@ -1303,13 +1641,50 @@ impl<'a> ControllerReply<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(ControllerReply::VT_LEADER_HINT, Some(0)).unwrap()}
   }
-  /// With Query's Ok: the configuration asked for.
+  #[inline]
+  pub fn ok(&self) -> ControllerOk {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ControllerOk>(ControllerReply::VT_OK, Some(ControllerOk::Changed)).unwrap()}
+  }
+  /// With Changed: the configuration made.
+  #[inline]
+  pub fn num(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ControllerReply::VT_NUM, Some(0)).unwrap()}
+  }
+  /// With Registered: the new session id.
+  #[inline]
+  pub fn session(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ControllerReply::VT_SESSION, Some(0)).unwrap()}
+  }
+  /// With Config: the configuration asked for.
   #[inline]
   pub fn config(&self) -> Option<Config<'a>> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<Config>>(ControllerReply::VT_CONFIG, None)}
+  }
+  #[inline]
+  pub fn refused(&self) -> Refused {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Refused>(ControllerReply::VT_REFUSED, Some(Refused::None)).unwrap()}
+  }
+  #[inline]
+  pub fn refused_value(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ControllerReply::VT_REFUSED_VALUE, Some(0)).unwrap()}
   }
 }
 
@@ -1322,7 +1697,12 @@ impl ::flatbuffers::Verifiable for ControllerReply<'_> {
      .visit_field::<u64>("id", Self::VT_ID, false)?
      .visit_field::<ControllerStatus>("status", Self::VT_STATUS, false)?
      .visit_field::<u64>("leader_hint", Self::VT_LEADER_HINT, false)?
+     .visit_field::<ControllerOk>("ok", Self::VT_OK, false)?
+     .visit_field::<u64>("num", Self::VT_NUM, false)?
+     .visit_field::<u64>("session", Self::VT_SESSION, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<Config>>("config", Self::VT_CONFIG, false)?
+     .visit_field::<Refused>("refused", Self::VT_REFUSED, false)?
+     .visit_field::<u64>("refused_value", Self::VT_REFUSED_VALUE, false)?
      .finish();
     Ok(())
   }
@@ -1331,7 +1711,12 @@ pub struct ControllerReplyArgs<'a> {
     pub id: u64,
     pub status: ControllerStatus,
     pub leader_hint: u64,
+    pub ok: ControllerOk,
+    pub num: u64,
+    pub session: u64,
     pub config: Option<::flatbuffers::WIPOffset<Config<'a>>>,
+    pub refused: Refused,
+    pub refused_value: u64,
 }
 impl<'a> Default for ControllerReplyArgs<'a> {
   #[inline]
@@ -1340,7 +1725,12 @@ impl<'a> Default for ControllerReplyArgs<'a> {
       id: 0,
       status: ControllerStatus::Ok,
       leader_hint: 0,
+      ok: ControllerOk::Changed,
+      num: 0,
+      session: 0,
       config: None,
+      refused: Refused::None,
+      refused_value: 0,
     }
   }
 }
@@ -1363,8 +1753,28 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ControllerReplyBuilder<'a, 'b
     self.fbb_.push_slot::<u64>(ControllerReply::VT_LEADER_HINT, leader_hint, 0);
   }
   #[inline]
+  pub fn add_ok(&mut self, ok: ControllerOk) {
+    self.fbb_.push_slot::<ControllerOk>(ControllerReply::VT_OK, ok, ControllerOk::Changed);
+  }
+  #[inline]
+  pub fn add_num(&mut self, num: u64) {
+    self.fbb_.push_slot::<u64>(ControllerReply::VT_NUM, num, 0);
+  }
+  #[inline]
+  pub fn add_session(&mut self, session: u64) {
+    self.fbb_.push_slot::<u64>(ControllerReply::VT_SESSION, session, 0);
+  }
+  #[inline]
   pub fn add_config(&mut self, config: ::flatbuffers::WIPOffset<Config<'b >>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<Config>>(ControllerReply::VT_CONFIG, config);
+  }
+  #[inline]
+  pub fn add_refused(&mut self, refused: Refused) {
+    self.fbb_.push_slot::<Refused>(ControllerReply::VT_REFUSED, refused, Refused::None);
+  }
+  #[inline]
+  pub fn add_refused_value(&mut self, refused_value: u64) {
+    self.fbb_.push_slot::<u64>(ControllerReply::VT_REFUSED_VALUE, refused_value, 0);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ControllerReplyBuilder<'a, 'b, A> {
@@ -1387,7 +1797,12 @@ impl ::core::fmt::Debug for ControllerReply<'_> {
       ds.field("id", &self.id());
       ds.field("status", &self.status());
       ds.field("leader_hint", &self.leader_hint());
+      ds.field("ok", &self.ok());
+      ds.field("num", &self.num());
+      ds.field("session", &self.session());
       ds.field("config", &self.config());
+      ds.field("refused", &self.refused());
+      ds.field("refused_value", &self.refused_value());
       ds.finish()
   }
 }
