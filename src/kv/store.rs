@@ -12,7 +12,7 @@
 //! entries, never a replica's clock, so every replica expires the same sessions at the same
 //! index. The table travels in snapshots with the data.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -47,7 +47,9 @@ pub type Applied = ServiceApplied<Reply, KvError>;
 /// The replicated store.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KvStore {
-    data: BTreeMap<Bytes, Bytes>,
+    /// The keys and values. A hash map: the store never needs the keys in order except in a
+    /// snapshot, which sorts them (so replicas' snapshots are byte-identical).
+    data: HashMap<Bytes, Bytes>,
     sessions: SessionTable<Result<Reply, KvError>>,
     data_bytes: usize,
     /// Entries that could not be decoded (written by an incompatible version); skipped alike on
@@ -59,7 +61,7 @@ impl KvStore {
     /// An empty store.
     pub fn new(limits: SessionLimits) -> KvStore {
         KvStore {
-            data: BTreeMap::new(),
+            data: HashMap::new(),
             sessions: SessionTable::new(limits),
             data_bytes: 0,
             undecodable: 0,
@@ -196,7 +198,9 @@ impl KvStore {
         buf.put_u64_le(self.sessions.now_ms());
         buf.put_u64_le(self.undecodable);
         buf.put_u64_le(self.data.len() as u64);
-        for (key, value) in &self.data {
+        let mut entries: Vec<(&Bytes, &Bytes)> = self.data.iter().collect();
+        entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        for (key, value) in entries {
             put_bytes(&mut buf, key);
             put_bytes(&mut buf, value);
         }
