@@ -82,50 +82,78 @@ pub fn open(
     };
     let mut sealed = Vec::new();
     let mut open_segment = None;
-    for (position, number) in numbers.iter().copied().enumerate() {
-        let path = segment_path(dir, number);
-        let last = position + 1 == numbers.len();
-        let state = if last {
-            SegmentState::Open
-        } else {
-            SegmentState::Sealed
-        };
-        let file = OpenOptions::new()
-            .read(true)
-            .write(last)
-            .open(&path)
-            .map_err(|e| wal_io_error("open segment", &path, e))?;
-        let map = map_file(&file, &path)?;
-        if let Some(next) = numbers.get(position + 1) {
-            // Start reading the next segment while this one is scanned.
-            prefetch(&segment_path(dir, *next));
+    // A reader thread reads each segment whole, with large reads, into one of two buffers while
+    // this thread scans the one before: disk and checksums overlap. (Scanning through the map
+    // instead, cold, its page-cluster faults read at about 0.6x the speed of plain reads; the
+    // maps stay, for later reads of entries, and cost nothing until touched.)
+    let paths: Vec<PathBuf> = numbers.iter().map(|n| segment_path(dir, *n)).collect();
+    std::thread::scope(|scope| -> Result<(), WalError> {
+        let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Result<Vec<u8>, WalError>>(1);
+        let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        for _ in 0..2 {
+            let _ = empty_tx.send(Vec::new());
         }
-        let bytes: &[u8] = map.as_deref().unwrap_or(&[]);
-        let scanned = scan_segment(number, bytes, state, &mut index, &mut sequence).map_err(
-            |(offset, reason)| WalError::Corrupt {
-                file: path.clone(),
-                offset: offset as u64,
-                reason,
-            },
-        )?;
-        recovery.records += scanned.records;
-        recovery.bytes += scanned.end as u64;
-        if !last {
-            let map = map.ok_or_else(|| corrupt_empty(&path))?;
-            sealed.push(SealedSegment { number, path, map });
-            continue;
+        let reader_paths = &paths;
+        scope.spawn(move || {
+            for path in reader_paths {
+                let Ok(mut buf) = empty_rx.recv() else {
+                    return;
+                };
+                let read = File::open(path)
+                    .map_err(|e| wal_io_error("open segment", path, e))
+                    .and_then(|file| read_whole(&file, path, &mut buf))
+                    .map(|()| buf);
+                if full_tx.send(read).is_err() {
+                    return;
+                }
+            }
+        });
+        for (position, number) in numbers.iter().copied().enumerate() {
+            let path = segment_path(dir, number);
+            let last = position + 1 == numbers.len();
+            let state = if last {
+                SegmentState::Open
+            } else {
+                SegmentState::Sealed
+            };
+            let file = OpenOptions::new()
+                .read(true)
+                .write(last)
+                .open(&path)
+                .map_err(|e| wal_io_error("open segment", &path, e))?;
+            let map = map_file(&file, &path)?;
+            let scan_buf = full_rx.recv().map_err(|_| {
+                wal_io_error("read segment", &path, io::Error::other("reader stopped"))
+            })??;
+            let bytes: &[u8] = &scan_buf;
+            let scanned = scan_segment(number, bytes, state, &mut index, &mut sequence).map_err(
+                |(offset, reason)| WalError::Corrupt {
+                    file: path.clone(),
+                    offset: offset as u64,
+                    reason,
+                },
+            )?;
+            recovery.records += scanned.records;
+            recovery.bytes += scanned.end as u64;
+            if !last {
+                let map = map.ok_or_else(|| corrupt_empty(&path))?;
+                sealed.push(SealedSegment { number, path, map });
+                let _ = empty_tx.send(scan_buf);
+                continue;
+            }
+            if let Some(damage) = scanned.torn {
+                recovery.torn_tail = Some(TornTail {
+                    file: path.clone(),
+                    offset: damage.offset as u64,
+                    reason: damage.reason.to_string(),
+                });
+            }
+            let tail = bytes[align_down(scanned.end)..scanned.end].to_vec();
+            drop(map);
+            open_segment = Some(reopen_last(file, number, path, &scanned, tail, &config)?);
         }
-        if let Some(damage) = scanned.torn {
-            recovery.torn_tail = Some(TornTail {
-                file: path.clone(),
-                offset: damage.offset as u64,
-                reason: damage.reason.to_string(),
-            });
-        }
-        let tail = bytes[align_down(scanned.end)..scanned.end].to_vec();
-        drop(map);
-        open_segment = Some(reopen_last(file, number, path, &scanned, tail, &config)?);
-    }
+        Ok(())
+    })?;
     check_nothing_missing(dir, &numbers, &index)?;
     let open = match open_segment {
         Some(open) => open,
@@ -360,12 +388,31 @@ fn map_file(file: &File, path: &Path) -> Result<Option<Mmap>, WalError> {
     Ok(Some(map))
 }
 
-/// Asks the kernel to read `path` into the page cache ahead of need (advice only).
-fn prefetch(path: &Path) {
-    if let Ok(file) = File::open(path) {
-        // SAFETY: plain system call on an open descriptor.
-        unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED) };
+/// Reads the whole of `file` into `buf` (reused; grown, never zeroed again) with large reads.
+fn read_whole(file: &File, path: &Path, buf: &mut Vec<u8>) -> Result<(), WalError> {
+    use std::os::unix::fs::FileExt;
+    let len = file
+        .metadata()
+        .map_err(|e| wal_io_error("stat segment", path, e))?
+        .len() as usize;
+    if buf.len() < len {
+        buf.resize(len, 0);
     }
+    buf.truncate(len);
+    let mut done = 0;
+    while done < len {
+        let end = (done + (8 << 20)).min(len);
+        match file.read_at(&mut buf[done..end], done as u64) {
+            Ok(0) => {
+                buf.truncate(done);
+                break;
+            }
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(wal_io_error("read segment", path, e)),
+        }
+    }
+    Ok(())
 }
 
 fn corrupt_empty(path: &Path) -> WalError {
