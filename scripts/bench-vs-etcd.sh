@@ -25,7 +25,7 @@
 #   --out     where RESULT lines, bench reports and the table go
 #             (default /tmp/bench-vs-etcd-<UTC time>)
 # Env knobs: DURATION, WARMUP (override the mode's), CELLS ("PUTFRAC:CLIENTS ...", default
-#   "1.0:1 1.0:16 1.0:64 1.0:256 0.1:64 0.1:256"), SHARDCORE_CORES (cores per node, 0 = all),
+#   "1.0:1 1.0:16 1.0:64 1.0:256 0.1:64 0.1:256"), SHARDCORE_CORES (cores per node; default the CPUs shared out among the 3 nodes, at least 1),
 #   SHARDCORE_PORT (7201: clients on 7201-7203, peers from 7301), PEERS (../shared/peers),
 #   PEERS_DIR (/tmp/peers, etcd's data), ETCD_BENCH (a built etcd-bench; else it is built
 #   into ETCD_BENCH_TARGET, default ~/.cache/shardcore/etcd-bench-target, since the peers'
@@ -82,7 +82,8 @@ fi
 
 export ROOT PEERS BIN ETCD_BENCH OUT DURATION WARMUP QUICK
 export CELLS=${CELLS:-"1.0:1 1.0:16 1.0:64 1.0:256 0.1:64 0.1:256"}
-export SHARDCORE_CORES=${SHARDCORE_CORES:-0} SHARDCORE_PORT=${SHARDCORE_PORT:-7201}
+nodes_share=$(( $(nproc) / 3 )); [ "$nodes_share" -ge 1 ] || nodes_share=1
+export SHARDCORE_CORES=${SHARDCORE_CORES:-$nodes_share} SHARDCORE_PORT=${SHARDCORE_PORT:-7201}
 exec python3 - <<'PY'
 import os, re, signal, subprocess, sys, time
 

@@ -95,7 +95,7 @@ pub struct Args {
     #[arg(long, default_value_t = 7201)]
     pub base_port: u16,
 
-    /// `--cluster local`: cores per node (0: every CPU).
+    /// `--cluster local`: cores per node (0: the CPUs shared out among the nodes, at least 1).
     #[arg(long, default_value_t = 0)]
     pub server_cores: usize,
 

@@ -274,7 +274,7 @@ pub struct LocalArgs {
     /// Where the nodes' data and logs go.
     #[arg(long, default_value = "shardcore-data")]
     pub data_dir: PathBuf,
-    /// Cores per node (0: all).
+    /// Cores per node (0: the machine's CPUs shared out among the nodes, at least 1 each).
     #[arg(long, default_value_t = 0)]
     pub cores: usize,
     /// KV groups.
