@@ -9,6 +9,8 @@
 //!   sessions, one replica's request handling, and the client's retry logic (all sans-I/O).
 //! - [`linearizability`]: the linearizability checker (Wing & Gong / Lowe search, per-key
 //!   partitions, a step budget instead of a timeout) and its key/value model.
+//! - [`mapreduce`]: the MapReduce engine: a sans-I/O planner behind the coordinator, workers
+//!   running one task per core, built-in apps (`wc`, `indexer`, `grep`, `exec`), `shardcore mr`.
 //! - [`node`]: the node: key and group placement, one core's groups as a pure state machine,
 //!   and that core's durable storage.
 //! - [`raft`]: the sans-I/O Raft consensus core (elections, replication, snapshots, ReadIndex,
@@ -24,6 +26,7 @@ pub mod client;
 pub mod history;
 pub mod kv;
 pub mod linearizability;
+pub mod mapreduce;
 pub mod node;
 pub mod raft;
 pub mod rng;

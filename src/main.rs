@@ -64,6 +64,9 @@ enum Command {
     /// A checking workload against a running cluster: concurrent clients, a history checked
     /// for linearizability, and a count of acknowledged writes lost (exit 0 when clean).
     Workload(shardcore::node::cli::WorkloadArgs),
+    /// MapReduce: `mr run --app wc --input 'data/*.txt'`, or `mr coordinator` and `mr worker`.
+    #[command(subcommand)]
+    Mr(shardcore::mapreduce::cli::MrCommand),
 }
 
 #[derive(Args)]
@@ -157,6 +160,7 @@ fn main() -> ExitCode {
         Command::Kv(args) => shardcore::node::cli::kv(args),
         Command::Cluster(command) => shardcore::node::cli::cluster(command),
         Command::Workload(args) => shardcore::node::cli::workload(args),
+        Command::Mr(command) => command.run(),
     }
 }
 

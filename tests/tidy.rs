@@ -2,7 +2,8 @@
 //!
 //! 1. The deterministic core (DESIGN.md, "a deterministic core") names no I/O, no clock and no
 //!    unseeded randomness: every `.rs` file under `src/raft`, `src/sim`, `src/rng.rs`, `src/kv`,
-//!    the node's pure parts (`src/node/{core,placement}.rs`), `src/wire` and, once they
+//!    the node's pure parts (`src/node/{core,placement}.rs`), `src/wire`, the MapReduce
+//!    planner (`src/mapreduce/planner.rs` and its tests) and, once they
 //!    exist, `src/shardctl` and `src/shardkv` is scanned for the forbidden names
 //!    below, and every hit is reported with its file and line. Comment lines (and trailing `//`
 //!    comments) are skipped, so the docs may still say what the code must not do.
@@ -43,6 +44,8 @@ const CORE_PATHS: &[&str] = &[
     "src/node/core.rs",
     "src/node/placement.rs",
     "src/wire",
+    "src/mapreduce/planner.rs",
+    "src/mapreduce/planner",
     "src/shardctl",
     "src/shardkv",
 ];

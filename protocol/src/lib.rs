@@ -17,7 +17,7 @@
 //! - [`schema`]: the FlatBuffers types generated from `protocol/schema/*.fbs`, one module per
 //!   schema: [`schema::hello`] (the first frame on a connection), [`schema::raft`] (Raft
 //!   messages coalesced per destination node), [`schema::client`] (KV requests and replies),
-//!   and, reserved for their issues, [`schema::shardctl`] (the shard controller) and
+//!   [`schema::shardctl`] (the shard controller; not yet sent by a node) and
 //!   [`schema::mapreduce`] (coordinator and workers). The generated code is committed, so a
 //!   build needs no `flatc`; `scripts/gen-protocol.sh` regenerates it with the pinned flatc and
 //!   `scripts/gen-protocol.sh --check` fails when it is stale.

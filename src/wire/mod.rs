@@ -37,11 +37,13 @@
 //! - `hello`: [`Hello`] and [`HelloRole`].
 //! - `raft`: Raft batches.
 //! - `client`: [`ClientRequest`], [`ClientReply`], [`ReplyError`].
+//! - [`mapreduce`]: MapReduce coordinator, worker and fetch messages (`MrMessage`).
 //! - `tests`: round trips of every variant from a seeded generator, and refusal of garbage,
 //!   truncated and bit-flipped bodies.
 
 mod client;
 mod hello;
+pub mod mapreduce;
 mod raft;
 pub mod shardctl;
 #[cfg(test)]

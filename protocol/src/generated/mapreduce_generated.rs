@@ -96,6 +96,94 @@ impl<'a> ::flatbuffers::Verifiable for TaskKind {
 
 impl ::flatbuffers::SimpleToVerifyInSlice for TaskKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_FAILURE: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_FAILURE: u8 = 1;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_FAILURE: [Failure; 2] = [
+  Failure::TaskError,
+  Failure::MapOutputLost,
+];
+
+/// Why a task failed.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct Failure(pub u8);
+#[allow(non_upper_case_globals)]
+impl Failure {
+  /// The task itself failed (unreadable input, malformed record, the app failed): counted
+  /// against the task's attempts.
+  pub const TaskError: Self = Self(0);
+  /// A reducer could not get map `lost_map`'s output: that map task is run again.
+  pub const MapOutputLost: Self = Self(1);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 1;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::TaskError,
+    Self::MapOutputLost,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::TaskError => Some("TaskError"),
+      Self::MapOutputLost => Some("MapOutputLost"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for Failure {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for Failure {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for Failure {
+    type Output = Failure;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for Failure {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for Failure {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for Failure {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ASSIGNMENT: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MAX_ASSIGNMENT: u8 = 4;
@@ -196,15 +284,18 @@ pub struct AssignmentUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 4;
+pub const ENUM_MAX_BODY: u8 = 7;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 5] = [
+pub const ENUM_VALUES_BODY: [Body; 8] = [
   Body::NONE,
   Body::RequestTask,
   Body::TaskAssignment,
   Body::TaskDone,
+  Body::TaskFailed,
   Body::Heartbeat,
+  Body::FetchRequest,
+  Body::FetchReply,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -216,16 +307,22 @@ impl Body {
   pub const RequestTask: Self = Self(1);
   pub const TaskAssignment: Self = Self(2);
   pub const TaskDone: Self = Self(3);
-  pub const Heartbeat: Self = Self(4);
+  pub const TaskFailed: Self = Self(4);
+  pub const Heartbeat: Self = Self(5);
+  pub const FetchRequest: Self = Self(6);
+  pub const FetchReply: Self = Self(7);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 4;
+  pub const ENUM_MAX: u8 = 7;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::RequestTask,
     Self::TaskAssignment,
     Self::TaskDone,
+    Self::TaskFailed,
     Self::Heartbeat,
+    Self::FetchRequest,
+    Self::FetchReply,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -234,7 +331,10 @@ impl Body {
       Self::RequestTask => Some("RequestTask"),
       Self::TaskAssignment => Some("TaskAssignment"),
       Self::TaskDone => Some("TaskDone"),
+      Self::TaskFailed => Some("TaskFailed"),
       Self::Heartbeat => Some("Heartbeat"),
+      Self::FetchRequest => Some("FetchRequest"),
+      Self::FetchReply => Some("FetchReply"),
       _ => None,
     }
   }
@@ -291,6 +391,420 @@ impl<'a> ::flatbuffers::Verifiable for Body {
 impl ::flatbuffers::SimpleToVerifyInSlice for Body {}
 pub struct BodyUnionTableOffset {}
 
+/// What a task read and wrote.
+// struct Counters, aligned to 8
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq)]
+pub struct Counters(pub [u8; 32]);
+impl Default for Counters { 
+  fn default() -> Self { 
+    Self([0; 32])
+  }
+}
+impl ::core::fmt::Debug for Counters {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    f.debug_struct("Counters")
+      .field("records_in", &self.records_in())
+      .field("records_out", &self.records_out())
+      .field("bytes_in", &self.bytes_in())
+      .field("bytes_out", &self.bytes_out())
+      .finish()
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for Counters {}
+impl<'a> ::flatbuffers::Follow<'a> for Counters {
+  type Inner = &'a Counters;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    unsafe { <&'a Counters>::follow(buf, loc) }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for &'a Counters {
+  type Inner = &'a Counters;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    unsafe { ::flatbuffers::follow_cast_ref::<Counters>(buf, loc) }
+  }
+}
+impl<'b> ::flatbuffers::Push for Counters {
+    type Output = Counters;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        let src = unsafe { ::core::slice::from_raw_parts(self as *const Counters as *const u8, <Self as ::flatbuffers::Push>::size()) };
+        dst.copy_from_slice(src);
+    }
+    #[inline]
+    fn alignment() -> ::flatbuffers::PushAlignment {
+        ::flatbuffers::PushAlignment::new(8)
+    }
+}
+
+impl<'a> ::flatbuffers::Verifiable for Counters {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.in_buffer::<Self>(pos)
+  }
+}
+
+impl<'a> Counters {
+  #[allow(clippy::too_many_arguments)]
+  pub fn new(
+    records_in: u64,
+    records_out: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+  ) -> Self {
+    let mut s = Self([0; 32]);
+    s.set_records_in(records_in);
+    s.set_records_out(records_out);
+    s.set_bytes_in(bytes_in);
+    s.set_bytes_out(bytes_out);
+    s
+  }
+
+  pub fn records_in(&self) -> u64 {
+    let mut mem = ::core::mem::MaybeUninit::<<u64 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[0..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_records_in(&mut self, x: u64) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[0..].as_mut_ptr(),
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn records_out(&self) -> u64 {
+    let mut mem = ::core::mem::MaybeUninit::<<u64 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[8..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_records_out(&mut self, x: u64) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[8..].as_mut_ptr(),
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn bytes_in(&self) -> u64 {
+    let mut mem = ::core::mem::MaybeUninit::<<u64 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[16..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_bytes_in(&mut self, x: u64) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[16..].as_mut_ptr(),
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn bytes_out(&self) -> u64 {
+    let mut mem = ::core::mem::MaybeUninit::<<u64 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[24..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_bytes_out(&mut self, x: u64) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[24..].as_mut_ptr(),
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+}
+
+pub enum JobOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The job a task belongs to: everything a worker needs to run any of its tasks.
+pub struct Job<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Job<'a> {
+  type Inner = Job<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Job<'a> {
+  pub const VT_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_APP: ::flatbuffers::VOffsetT = 6;
+  pub const VT_APP_ARGS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_MAP_COUNT: ::flatbuffers::VOffsetT = 10;
+  pub const VT_REDUCE_COUNT: ::flatbuffers::VOffsetT = 12;
+  pub const VT_WORK_DIR: ::flatbuffers::VOffsetT = 14;
+  pub const VT_OUTPUT_DIR: ::flatbuffers::VOffsetT = 16;
+  pub const VT_SHARED_INTERMEDIATE: ::flatbuffers::VOffsetT = 18;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Job { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args JobArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Job<'bldr>> {
+    let mut builder = JobBuilder::new(_fbb);
+    builder.add_id(args.id);
+    if let Some(x) = args.output_dir { builder.add_output_dir(x); }
+    if let Some(x) = args.work_dir { builder.add_work_dir(x); }
+    builder.add_reduce_count(args.reduce_count);
+    builder.add_map_count(args.map_count);
+    if let Some(x) = args.app_args { builder.add_app_args(x); }
+    if let Some(x) = args.app { builder.add_app(x); }
+    builder.add_shared_intermediate(args.shared_intermediate);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Job::VT_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn app(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Job::VT_APP, None).unwrap()}
+  }
+  #[inline]
+  pub fn app_args(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>(Job::VT_APP_ARGS, None)}
+  }
+  #[inline]
+  pub fn map_count(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Job::VT_MAP_COUNT, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn reduce_count(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Job::VT_REDUCE_COUNT, Some(0)).unwrap()}
+  }
+  /// Intermediate files go here (when shared) and the job's temporary files.
+  #[inline]
+  pub fn work_dir(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Job::VT_WORK_DIR, None).unwrap()}
+  }
+  /// Where `mr-out-<r>` files go.
+  #[inline]
+  pub fn output_dir(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Job::VT_OUTPUT_DIR, None).unwrap()}
+  }
+  /// Whether every worker sees `work_dir`: if not, reducers fetch over TCP.
+  #[inline]
+  pub fn shared_intermediate(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(Job::VT_SHARED_INTERMEDIATE, Some(true)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Job<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("id", Self::VT_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("app", Self::VT_APP, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("app_args", Self::VT_APP_ARGS, false)?
+     .visit_field::<u32>("map_count", Self::VT_MAP_COUNT, false)?
+     .visit_field::<u32>("reduce_count", Self::VT_REDUCE_COUNT, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("work_dir", Self::VT_WORK_DIR, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("output_dir", Self::VT_OUTPUT_DIR, true)?
+     .visit_field::<bool>("shared_intermediate", Self::VT_SHARED_INTERMEDIATE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct JobArgs<'a> {
+    pub id: u64,
+    pub app: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub app_args: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
+    pub map_count: u32,
+    pub reduce_count: u32,
+    pub work_dir: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub output_dir: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub shared_intermediate: bool,
+}
+impl<'a> Default for JobArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    JobArgs {
+      id: 0,
+      app: None, // required field
+      app_args: None,
+      map_count: 0,
+      reduce_count: 0,
+      work_dir: None, // required field
+      output_dir: None, // required field
+      shared_intermediate: true,
+    }
+  }
+}
+
+pub struct JobBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> JobBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_id(&mut self, id: u64) {
+    self.fbb_.push_slot::<u64>(Job::VT_ID, id, 0);
+  }
+  #[inline]
+  pub fn add_app(&mut self, app: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Job::VT_APP, app);
+  }
+  #[inline]
+  pub fn add_app_args(&mut self, app_args: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Job::VT_APP_ARGS, app_args);
+  }
+  #[inline]
+  pub fn add_map_count(&mut self, map_count: u32) {
+    self.fbb_.push_slot::<u32>(Job::VT_MAP_COUNT, map_count, 0);
+  }
+  #[inline]
+  pub fn add_reduce_count(&mut self, reduce_count: u32) {
+    self.fbb_.push_slot::<u32>(Job::VT_REDUCE_COUNT, reduce_count, 0);
+  }
+  #[inline]
+  pub fn add_work_dir(&mut self, work_dir: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Job::VT_WORK_DIR, work_dir);
+  }
+  #[inline]
+  pub fn add_output_dir(&mut self, output_dir: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Job::VT_OUTPUT_DIR, output_dir);
+  }
+  #[inline]
+  pub fn add_shared_intermediate(&mut self, shared_intermediate: bool) {
+    self.fbb_.push_slot::<bool>(Job::VT_SHARED_INTERMEDIATE, shared_intermediate, true);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> JobBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    JobBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Job<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, Job::VT_APP,"app");
+    self.fbb_.required(o, Job::VT_WORK_DIR,"work_dir");
+    self.fbb_.required(o, Job::VT_OUTPUT_DIR,"output_dir");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Job<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Job");
+      ds.field("id", &self.id());
+      ds.field("app", &self.app());
+      ds.field("app_args", &self.app_args());
+      ds.field("map_count", &self.map_count());
+      ds.field("reduce_count", &self.reduce_count());
+      ds.field("work_dir", &self.work_dir());
+      ds.field("output_dir", &self.output_dir());
+      ds.field("shared_intermediate", &self.shared_intermediate());
+      ds.finish()
+  }
+}
 pub enum RequestTaskOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -391,7 +905,8 @@ impl ::core::fmt::Debug for RequestTask<'_> {
 pub enum MapTaskOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
-/// Map input file `file` into `reduce_count` intermediate partitions.
+/// Map byte range [offset, offset + length) of `file` (whole lines: a line belongs to the
+/// split its first byte is in) into `Job.reduce_count` partitions.
 pub struct MapTask<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }
@@ -406,8 +921,10 @@ impl<'a> ::flatbuffers::Follow<'a> for MapTask<'a> {
 
 impl<'a> MapTask<'a> {
   pub const VT_TASK: ::flatbuffers::VOffsetT = 4;
-  pub const VT_FILE: ::flatbuffers::VOffsetT = 6;
-  pub const VT_REDUCE_COUNT: ::flatbuffers::VOffsetT = 8;
+  pub const VT_ATTEMPT: ::flatbuffers::VOffsetT = 6;
+  pub const VT_FILE: ::flatbuffers::VOffsetT = 8;
+  pub const VT_OFFSET: ::flatbuffers::VOffsetT = 10;
+  pub const VT_LENGTH: ::flatbuffers::VOffsetT = 12;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -419,8 +936,10 @@ impl<'a> MapTask<'a> {
     args: &'args MapTaskArgs<'args>
   ) -> ::flatbuffers::WIPOffset<MapTask<'bldr>> {
     let mut builder = MapTaskBuilder::new(_fbb);
-    builder.add_reduce_count(args.reduce_count);
+    builder.add_length(args.length);
+    builder.add_offset(args.offset);
     if let Some(x) = args.file { builder.add_file(x); }
+    builder.add_attempt(args.attempt);
     builder.add_task(args.task);
     builder.finish()
   }
@@ -434,6 +953,13 @@ impl<'a> MapTask<'a> {
     unsafe { self._tab.get::<u32>(MapTask::VT_TASK, Some(0)).unwrap()}
   }
   #[inline]
+  pub fn attempt(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(MapTask::VT_ATTEMPT, Some(0)).unwrap()}
+  }
+  #[inline]
   pub fn file(&self) -> &'a str {
     // Safety:
     // Created from valid Table for this object
@@ -441,11 +967,18 @@ impl<'a> MapTask<'a> {
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(MapTask::VT_FILE, None).unwrap()}
   }
   #[inline]
-  pub fn reduce_count(&self) -> u32 {
+  pub fn offset(&self) -> u64 {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
-    unsafe { self._tab.get::<u32>(MapTask::VT_REDUCE_COUNT, Some(0)).unwrap()}
+    unsafe { self._tab.get::<u64>(MapTask::VT_OFFSET, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn length(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(MapTask::VT_LENGTH, Some(0)).unwrap()}
   }
 }
 
@@ -456,24 +989,30 @@ impl ::flatbuffers::Verifiable for MapTask<'_> {
   ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
     v.visit_table(pos)?
      .visit_field::<u32>("task", Self::VT_TASK, false)?
+     .visit_field::<u32>("attempt", Self::VT_ATTEMPT, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("file", Self::VT_FILE, true)?
-     .visit_field::<u32>("reduce_count", Self::VT_REDUCE_COUNT, false)?
+     .visit_field::<u64>("offset", Self::VT_OFFSET, false)?
+     .visit_field::<u64>("length", Self::VT_LENGTH, false)?
      .finish();
     Ok(())
   }
 }
 pub struct MapTaskArgs<'a> {
     pub task: u32,
+    pub attempt: u32,
     pub file: Option<::flatbuffers::WIPOffset<&'a str>>,
-    pub reduce_count: u32,
+    pub offset: u64,
+    pub length: u64,
 }
 impl<'a> Default for MapTaskArgs<'a> {
   #[inline]
   fn default() -> Self {
     MapTaskArgs {
       task: 0,
+      attempt: 0,
       file: None, // required field
-      reduce_count: 0,
+      offset: 0,
+      length: 0,
     }
   }
 }
@@ -488,12 +1027,20 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MapTaskBuilder<'a, 'b, A> {
     self.fbb_.push_slot::<u32>(MapTask::VT_TASK, task, 0);
   }
   #[inline]
+  pub fn add_attempt(&mut self, attempt: u32) {
+    self.fbb_.push_slot::<u32>(MapTask::VT_ATTEMPT, attempt, 0);
+  }
+  #[inline]
   pub fn add_file(&mut self, file: ::flatbuffers::WIPOffset<&'b  str>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MapTask::VT_FILE, file);
   }
   #[inline]
-  pub fn add_reduce_count(&mut self, reduce_count: u32) {
-    self.fbb_.push_slot::<u32>(MapTask::VT_REDUCE_COUNT, reduce_count, 0);
+  pub fn add_offset(&mut self, offset: u64) {
+    self.fbb_.push_slot::<u64>(MapTask::VT_OFFSET, offset, 0);
+  }
+  #[inline]
+  pub fn add_length(&mut self, length: u64) {
+    self.fbb_.push_slot::<u64>(MapTask::VT_LENGTH, length, 0);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MapTaskBuilder<'a, 'b, A> {
@@ -515,15 +1062,150 @@ impl ::core::fmt::Debug for MapTask<'_> {
   fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
     let mut ds = f.debug_struct("MapTask");
       ds.field("task", &self.task());
+      ds.field("attempt", &self.attempt());
       ds.field("file", &self.file());
-      ds.field("reduce_count", &self.reduce_count());
+      ds.field("offset", &self.offset());
+      ds.field("length", &self.length());
+      ds.finish()
+  }
+}
+pub enum MapLocationOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Where the accepted output of map `map` is: the attempt that wrote it and the fetch server
+/// of the worker core that ran it.
+pub struct MapLocation<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for MapLocation<'a> {
+  type Inner = MapLocation<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> MapLocation<'a> {
+  pub const VT_MAP: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ATTEMPT: ::flatbuffers::VOffsetT = 6;
+  pub const VT_ADDR: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    MapLocation { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MapLocationArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<MapLocation<'bldr>> {
+    let mut builder = MapLocationBuilder::new(_fbb);
+    if let Some(x) = args.addr { builder.add_addr(x); }
+    builder.add_attempt(args.attempt);
+    builder.add_map(args.map);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn map(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(MapLocation::VT_MAP, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn attempt(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(MapLocation::VT_ATTEMPT, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn addr(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(MapLocation::VT_ADDR, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for MapLocation<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u32>("map", Self::VT_MAP, false)?
+     .visit_field::<u32>("attempt", Self::VT_ATTEMPT, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("addr", Self::VT_ADDR, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MapLocationArgs<'a> {
+    pub map: u32,
+    pub attempt: u32,
+    pub addr: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for MapLocationArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    MapLocationArgs {
+      map: 0,
+      attempt: 0,
+      addr: None, // required field
+    }
+  }
+}
+
+pub struct MapLocationBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MapLocationBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_map(&mut self, map: u32) {
+    self.fbb_.push_slot::<u32>(MapLocation::VT_MAP, map, 0);
+  }
+  #[inline]
+  pub fn add_attempt(&mut self, attempt: u32) {
+    self.fbb_.push_slot::<u32>(MapLocation::VT_ATTEMPT, attempt, 0);
+  }
+  #[inline]
+  pub fn add_addr(&mut self, addr: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MapLocation::VT_ADDR, addr);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MapLocationBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MapLocationBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<MapLocation<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, MapLocation::VT_ADDR,"addr");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for MapLocation<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("MapLocation");
+      ds.field("map", &self.map());
+      ds.field("attempt", &self.attempt());
+      ds.field("addr", &self.addr());
       ds.finish()
   }
 }
 pub enum ReduceTaskOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
-/// Reduce partition `task` over the outputs of `map_count` map tasks.
+/// Reduce partition `task` over every map's output.
 pub struct ReduceTask<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }
@@ -538,8 +1220,8 @@ impl<'a> ::flatbuffers::Follow<'a> for ReduceTask<'a> {
 
 impl<'a> ReduceTask<'a> {
   pub const VT_TASK: ::flatbuffers::VOffsetT = 4;
-  pub const VT_MAP_COUNT: ::flatbuffers::VOffsetT = 6;
-  pub const VT_FILES: ::flatbuffers::VOffsetT = 8;
+  pub const VT_ATTEMPT: ::flatbuffers::VOffsetT = 6;
+  pub const VT_INPUTS: ::flatbuffers::VOffsetT = 8;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -551,8 +1233,8 @@ impl<'a> ReduceTask<'a> {
     args: &'args ReduceTaskArgs<'args>
   ) -> ::flatbuffers::WIPOffset<ReduceTask<'bldr>> {
     let mut builder = ReduceTaskBuilder::new(_fbb);
-    if let Some(x) = args.files { builder.add_files(x); }
-    builder.add_map_count(args.map_count);
+    if let Some(x) = args.inputs { builder.add_inputs(x); }
+    builder.add_attempt(args.attempt);
     builder.add_task(args.task);
     builder.finish()
   }
@@ -566,19 +1248,18 @@ impl<'a> ReduceTask<'a> {
     unsafe { self._tab.get::<u32>(ReduceTask::VT_TASK, Some(0)).unwrap()}
   }
   #[inline]
-  pub fn map_count(&self) -> u32 {
+  pub fn attempt(&self) -> u32 {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
-    unsafe { self._tab.get::<u32>(ReduceTask::VT_MAP_COUNT, Some(0)).unwrap()}
+    unsafe { self._tab.get::<u32>(ReduceTask::VT_ATTEMPT, Some(0)).unwrap()}
   }
-  /// The intermediate files to read.
   #[inline]
-  pub fn files(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>> {
+  pub fn inputs(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<MapLocation<'a>>>> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
-    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>(ReduceTask::VT_FILES, None)}
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<MapLocation>>>>(ReduceTask::VT_INPUTS, None)}
   }
 }
 
@@ -589,24 +1270,24 @@ impl ::flatbuffers::Verifiable for ReduceTask<'_> {
   ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
     v.visit_table(pos)?
      .visit_field::<u32>("task", Self::VT_TASK, false)?
-     .visit_field::<u32>("map_count", Self::VT_MAP_COUNT, false)?
-     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("files", Self::VT_FILES, false)?
+     .visit_field::<u32>("attempt", Self::VT_ATTEMPT, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<MapLocation>>>>("inputs", Self::VT_INPUTS, false)?
      .finish();
     Ok(())
   }
 }
 pub struct ReduceTaskArgs<'a> {
     pub task: u32,
-    pub map_count: u32,
-    pub files: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
+    pub attempt: u32,
+    pub inputs: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<MapLocation<'a>>>>>,
 }
 impl<'a> Default for ReduceTaskArgs<'a> {
   #[inline]
   fn default() -> Self {
     ReduceTaskArgs {
       task: 0,
-      map_count: 0,
-      files: None,
+      attempt: 0,
+      inputs: None,
     }
   }
 }
@@ -621,12 +1302,12 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ReduceTaskBuilder<'a, 'b, A> 
     self.fbb_.push_slot::<u32>(ReduceTask::VT_TASK, task, 0);
   }
   #[inline]
-  pub fn add_map_count(&mut self, map_count: u32) {
-    self.fbb_.push_slot::<u32>(ReduceTask::VT_MAP_COUNT, map_count, 0);
+  pub fn add_attempt(&mut self, attempt: u32) {
+    self.fbb_.push_slot::<u32>(ReduceTask::VT_ATTEMPT, attempt, 0);
   }
   #[inline]
-  pub fn add_files(&mut self, files: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<&'b  str>>>) {
-    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ReduceTask::VT_FILES, files);
+  pub fn add_inputs(&mut self, inputs: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<MapLocation<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ReduceTask::VT_INPUTS, inputs);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ReduceTaskBuilder<'a, 'b, A> {
@@ -647,15 +1328,15 @@ impl ::core::fmt::Debug for ReduceTask<'_> {
   fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
     let mut ds = f.debug_struct("ReduceTask");
       ds.field("task", &self.task());
-      ds.field("map_count", &self.map_count());
-      ds.field("files", &self.files());
+      ds.field("attempt", &self.attempt());
+      ds.field("inputs", &self.inputs());
       ds.finish()
   }
 }
 pub enum WaitOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
-/// No task is free now; ask again later.
+/// No task is free now; ask again after `retry_ms`.
 pub struct Wait<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }
@@ -669,6 +1350,7 @@ impl<'a> ::flatbuffers::Follow<'a> for Wait<'a> {
 }
 
 impl<'a> Wait<'a> {
+  pub const VT_RETRY_MS: ::flatbuffers::VOffsetT = 4;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -677,12 +1359,21 @@ impl<'a> Wait<'a> {
   #[allow(unused_mut)]
   pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
     _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-    _args: &'args WaitArgs
+    args: &'args WaitArgs
   ) -> ::flatbuffers::WIPOffset<Wait<'bldr>> {
     let mut builder = WaitBuilder::new(_fbb);
+    builder.add_retry_ms(args.retry_ms);
     builder.finish()
   }
 
+
+  #[inline]
+  pub fn retry_ms(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Wait::VT_RETRY_MS, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Wait<'_> {
@@ -691,16 +1382,19 @@ impl ::flatbuffers::Verifiable for Wait<'_> {
     v: &mut ::flatbuffers::Verifier, pos: usize
   ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
     v.visit_table(pos)?
+     .visit_field::<u32>("retry_ms", Self::VT_RETRY_MS, false)?
      .finish();
     Ok(())
   }
 }
 pub struct WaitArgs {
+    pub retry_ms: u32,
 }
 impl<'a> Default for WaitArgs {
   #[inline]
   fn default() -> Self {
     WaitArgs {
+      retry_ms: 0,
     }
   }
 }
@@ -710,6 +1404,10 @@ pub struct WaitBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
   start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
 }
 impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> WaitBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_retry_ms(&mut self, retry_ms: u32) {
+    self.fbb_.push_slot::<u32>(Wait::VT_RETRY_MS, retry_ms, 0);
+  }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> WaitBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
@@ -728,13 +1426,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> WaitBuilder<'a, 'b, A> {
 impl ::core::fmt::Debug for Wait<'_> {
   fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
     let mut ds = f.debug_struct("Wait");
+      ds.field("retry_ms", &self.retry_ms());
       ds.finish()
   }
 }
 pub enum ExitOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
-/// The job is done; the worker may exit.
+/// The job is over; the worker may exit.
 pub struct Exit<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }
@@ -748,6 +1447,7 @@ impl<'a> ::flatbuffers::Follow<'a> for Exit<'a> {
 }
 
 impl<'a> Exit<'a> {
+  pub const VT_JOB_FAILED: ::flatbuffers::VOffsetT = 4;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -756,12 +1456,21 @@ impl<'a> Exit<'a> {
   #[allow(unused_mut)]
   pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
     _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-    _args: &'args ExitArgs
+    args: &'args ExitArgs
   ) -> ::flatbuffers::WIPOffset<Exit<'bldr>> {
     let mut builder = ExitBuilder::new(_fbb);
+    builder.add_job_failed(args.job_failed);
     builder.finish()
   }
 
+
+  #[inline]
+  pub fn job_failed(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(Exit::VT_JOB_FAILED, Some(false)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Exit<'_> {
@@ -770,16 +1479,19 @@ impl ::flatbuffers::Verifiable for Exit<'_> {
     v: &mut ::flatbuffers::Verifier, pos: usize
   ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
     v.visit_table(pos)?
+     .visit_field::<bool>("job_failed", Self::VT_JOB_FAILED, false)?
      .finish();
     Ok(())
   }
 }
 pub struct ExitArgs {
+    pub job_failed: bool,
 }
 impl<'a> Default for ExitArgs {
   #[inline]
   fn default() -> Self {
     ExitArgs {
+      job_failed: false,
     }
   }
 }
@@ -789,6 +1501,10 @@ pub struct ExitBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
   start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
 }
 impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ExitBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_job_failed(&mut self, job_failed: bool) {
+    self.fbb_.push_slot::<bool>(Exit::VT_JOB_FAILED, job_failed, false);
+  }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ExitBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
@@ -807,13 +1523,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ExitBuilder<'a, 'b, A> {
 impl ::core::fmt::Debug for Exit<'_> {
   fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
     let mut ds = f.debug_struct("Exit");
+      ds.field("job_failed", &self.job_failed());
       ds.finish()
   }
 }
 pub enum TaskAssignmentOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
-/// Coordinator to worker: the answer to RequestTask.
+/// Coordinator to worker: the answer to RequestTask, TaskDone and TaskFailed.
 pub struct TaskAssignment<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }
@@ -828,9 +1545,10 @@ impl<'a> ::flatbuffers::Follow<'a> for TaskAssignment<'a> {
 
 impl<'a> TaskAssignment<'a> {
   pub const VT_JOB: ::flatbuffers::VOffsetT = 4;
-  pub const VT_LEASE_TICKS: ::flatbuffers::VOffsetT = 6;
-  pub const VT_ASSIGNMENT_TYPE: ::flatbuffers::VOffsetT = 8;
-  pub const VT_ASSIGNMENT: ::flatbuffers::VOffsetT = 10;
+  pub const VT_LEASE_MS: ::flatbuffers::VOffsetT = 6;
+  pub const VT_HEARTBEAT_MS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_ASSIGNMENT_TYPE: ::flatbuffers::VOffsetT = 10;
+  pub const VT_ASSIGNMENT: ::flatbuffers::VOffsetT = 12;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -839,31 +1557,41 @@ impl<'a> TaskAssignment<'a> {
   #[allow(unused_mut)]
   pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
     _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-    args: &'args TaskAssignmentArgs
+    args: &'args TaskAssignmentArgs<'args>
   ) -> ::flatbuffers::WIPOffset<TaskAssignment<'bldr>> {
     let mut builder = TaskAssignmentBuilder::new(_fbb);
-    builder.add_job(args.job);
     if let Some(x) = args.assignment { builder.add_assignment(x); }
-    builder.add_lease_ticks(args.lease_ticks);
+    builder.add_heartbeat_ms(args.heartbeat_ms);
+    builder.add_lease_ms(args.lease_ms);
+    if let Some(x) = args.job { builder.add_job(x); }
     builder.add_assignment_type(args.assignment_type);
     builder.finish()
   }
 
 
   #[inline]
-  pub fn job(&self) -> u64 {
+  pub fn job(&self) -> Option<Job<'a>> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
-    unsafe { self._tab.get::<u64>(TaskAssignment::VT_JOB, Some(0)).unwrap()}
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<Job>>(TaskAssignment::VT_JOB, None)}
   }
-  /// The lease: without a heartbeat or TaskDone within this many ticks, the task is re-issued.
+  /// The lease: without a heartbeat or a report within this many milliseconds, the task is
+  /// given to another worker.
   #[inline]
-  pub fn lease_ticks(&self) -> u32 {
+  pub fn lease_ms(&self) -> u32 {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
-    unsafe { self._tab.get::<u32>(TaskAssignment::VT_LEASE_TICKS, Some(0)).unwrap()}
+    unsafe { self._tab.get::<u32>(TaskAssignment::VT_LEASE_MS, Some(0)).unwrap()}
+  }
+  /// How often the worker should send heartbeats.
+  #[inline]
+  pub fn heartbeat_ms(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(TaskAssignment::VT_HEARTBEAT_MS, Some(0)).unwrap()}
   }
   #[inline]
   pub fn assignment_type(&self) -> Assignment {
@@ -943,8 +1671,9 @@ impl ::flatbuffers::Verifiable for TaskAssignment<'_> {
     v: &mut ::flatbuffers::Verifier, pos: usize
   ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
     v.visit_table(pos)?
-     .visit_field::<u64>("job", Self::VT_JOB, false)?
-     .visit_field::<u32>("lease_ticks", Self::VT_LEASE_TICKS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<Job>>("job", Self::VT_JOB, false)?
+     .visit_field::<u32>("lease_ms", Self::VT_LEASE_MS, false)?
+     .visit_field::<u32>("heartbeat_ms", Self::VT_HEARTBEAT_MS, false)?
      .visit_union::<Assignment, _>("assignment_type", Self::VT_ASSIGNMENT_TYPE, "assignment", Self::VT_ASSIGNMENT, true, |key, v, pos| {
         match key {
           Assignment::MapTask => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MapTask>>("Assignment::MapTask", pos),
@@ -958,18 +1687,20 @@ impl ::flatbuffers::Verifiable for TaskAssignment<'_> {
     Ok(())
   }
 }
-pub struct TaskAssignmentArgs {
-    pub job: u64,
-    pub lease_ticks: u32,
+pub struct TaskAssignmentArgs<'a> {
+    pub job: Option<::flatbuffers::WIPOffset<Job<'a>>>,
+    pub lease_ms: u32,
+    pub heartbeat_ms: u32,
     pub assignment_type: Assignment,
     pub assignment: Option<::flatbuffers::WIPOffset<::flatbuffers::UnionWIPOffset>>,
 }
-impl<'a> Default for TaskAssignmentArgs {
+impl<'a> Default for TaskAssignmentArgs<'a> {
   #[inline]
   fn default() -> Self {
     TaskAssignmentArgs {
-      job: 0,
-      lease_ticks: 0,
+      job: None,
+      lease_ms: 0,
+      heartbeat_ms: 0,
       assignment_type: Assignment::NONE,
       assignment: None, // required field
     }
@@ -982,12 +1713,16 @@ pub struct TaskAssignmentBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
 }
 impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> TaskAssignmentBuilder<'a, 'b, A> {
   #[inline]
-  pub fn add_job(&mut self, job: u64) {
-    self.fbb_.push_slot::<u64>(TaskAssignment::VT_JOB, job, 0);
+  pub fn add_job(&mut self, job: ::flatbuffers::WIPOffset<Job<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<Job>>(TaskAssignment::VT_JOB, job);
   }
   #[inline]
-  pub fn add_lease_ticks(&mut self, lease_ticks: u32) {
-    self.fbb_.push_slot::<u32>(TaskAssignment::VT_LEASE_TICKS, lease_ticks, 0);
+  pub fn add_lease_ms(&mut self, lease_ms: u32) {
+    self.fbb_.push_slot::<u32>(TaskAssignment::VT_LEASE_MS, lease_ms, 0);
+  }
+  #[inline]
+  pub fn add_heartbeat_ms(&mut self, heartbeat_ms: u32) {
+    self.fbb_.push_slot::<u32>(TaskAssignment::VT_HEARTBEAT_MS, heartbeat_ms, 0);
   }
   #[inline]
   pub fn add_assignment_type(&mut self, assignment_type: Assignment) {
@@ -1017,7 +1752,8 @@ impl ::core::fmt::Debug for TaskAssignment<'_> {
   fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
     let mut ds = f.debug_struct("TaskAssignment");
       ds.field("job", &self.job());
-      ds.field("lease_ticks", &self.lease_ticks());
+      ds.field("lease_ms", &self.lease_ms());
+      ds.field("heartbeat_ms", &self.heartbeat_ms());
       ds.field("assignment_type", &self.assignment_type());
       match self.assignment_type() {
         Assignment::MapTask => {
@@ -1077,7 +1813,9 @@ impl<'a> TaskDone<'a> {
   pub const VT_JOB: ::flatbuffers::VOffsetT = 6;
   pub const VT_KIND: ::flatbuffers::VOffsetT = 8;
   pub const VT_TASK: ::flatbuffers::VOffsetT = 10;
-  pub const VT_OUTPUT_FILES: ::flatbuffers::VOffsetT = 12;
+  pub const VT_ATTEMPT: ::flatbuffers::VOffsetT = 12;
+  pub const VT_COUNTERS: ::flatbuffers::VOffsetT = 14;
+  pub const VT_FETCH_ADDR: ::flatbuffers::VOffsetT = 16;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1091,7 +1829,9 @@ impl<'a> TaskDone<'a> {
     let mut builder = TaskDoneBuilder::new(_fbb);
     builder.add_job(args.job);
     builder.add_worker(args.worker);
-    if let Some(x) = args.output_files { builder.add_output_files(x); }
+    if let Some(x) = args.fetch_addr { builder.add_fetch_addr(x); }
+    if let Some(x) = args.counters { builder.add_counters(x); }
+    builder.add_attempt(args.attempt);
     builder.add_task(args.task);
     builder.add_kind(args.kind);
     builder.finish()
@@ -1127,11 +1867,26 @@ impl<'a> TaskDone<'a> {
     unsafe { self._tab.get::<u32>(TaskDone::VT_TASK, Some(0)).unwrap()}
   }
   #[inline]
-  pub fn output_files(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>> {
+  pub fn attempt(&self) -> u32 {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
-    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>(TaskDone::VT_OUTPUT_FILES, None)}
+    unsafe { self._tab.get::<u32>(TaskDone::VT_ATTEMPT, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn counters(&self) -> Option<&'a Counters> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Counters>(TaskDone::VT_COUNTERS, None)}
+  }
+  /// The fetch server that serves this task's output (maps).
+  #[inline]
+  pub fn fetch_addr(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(TaskDone::VT_FETCH_ADDR, None).unwrap()}
   }
 }
 
@@ -1145,7 +1900,9 @@ impl ::flatbuffers::Verifiable for TaskDone<'_> {
      .visit_field::<u64>("job", Self::VT_JOB, false)?
      .visit_field::<TaskKind>("kind", Self::VT_KIND, false)?
      .visit_field::<u32>("task", Self::VT_TASK, false)?
-     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("output_files", Self::VT_OUTPUT_FILES, false)?
+     .visit_field::<u32>("attempt", Self::VT_ATTEMPT, false)?
+     .visit_field::<Counters>("counters", Self::VT_COUNTERS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("fetch_addr", Self::VT_FETCH_ADDR, true)?
      .finish();
     Ok(())
   }
@@ -1155,7 +1912,9 @@ pub struct TaskDoneArgs<'a> {
     pub job: u64,
     pub kind: TaskKind,
     pub task: u32,
-    pub output_files: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
+    pub attempt: u32,
+    pub counters: Option<&'a Counters>,
+    pub fetch_addr: Option<::flatbuffers::WIPOffset<&'a str>>,
 }
 impl<'a> Default for TaskDoneArgs<'a> {
   #[inline]
@@ -1165,7 +1924,9 @@ impl<'a> Default for TaskDoneArgs<'a> {
       job: 0,
       kind: TaskKind::Map,
       task: 0,
-      output_files: None,
+      attempt: 0,
+      counters: None,
+      fetch_addr: None, // required field
     }
   }
 }
@@ -1192,8 +1953,16 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> TaskDoneBuilder<'a, 'b, A> {
     self.fbb_.push_slot::<u32>(TaskDone::VT_TASK, task, 0);
   }
   #[inline]
-  pub fn add_output_files(&mut self, output_files: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<&'b  str>>>) {
-    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(TaskDone::VT_OUTPUT_FILES, output_files);
+  pub fn add_attempt(&mut self, attempt: u32) {
+    self.fbb_.push_slot::<u32>(TaskDone::VT_ATTEMPT, attempt, 0);
+  }
+  #[inline]
+  pub fn add_counters(&mut self, counters: &Counters) {
+    self.fbb_.push_slot_always::<&Counters>(TaskDone::VT_COUNTERS, counters);
+  }
+  #[inline]
+  pub fn add_fetch_addr(&mut self, fetch_addr: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(TaskDone::VT_FETCH_ADDR, fetch_addr);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> TaskDoneBuilder<'a, 'b, A> {
@@ -1206,6 +1975,7 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> TaskDoneBuilder<'a, 'b, A> {
   #[inline]
   pub fn finish(self) -> ::flatbuffers::WIPOffset<TaskDone<'a>> {
     let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, TaskDone::VT_FETCH_ADDR,"fetch_addr");
     ::flatbuffers::WIPOffset::new(o.value())
   }
 }
@@ -1217,7 +1987,226 @@ impl ::core::fmt::Debug for TaskDone<'_> {
       ds.field("job", &self.job());
       ds.field("kind", &self.kind());
       ds.field("task", &self.task());
-      ds.field("output_files", &self.output_files());
+      ds.field("attempt", &self.attempt());
+      ds.field("counters", &self.counters());
+      ds.field("fetch_addr", &self.fetch_addr());
+      ds.finish()
+  }
+}
+pub enum TaskFailedOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Worker to coordinator: a task failed.
+pub struct TaskFailed<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for TaskFailed<'a> {
+  type Inner = TaskFailed<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> TaskFailed<'a> {
+  pub const VT_WORKER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_JOB: ::flatbuffers::VOffsetT = 6;
+  pub const VT_KIND: ::flatbuffers::VOffsetT = 8;
+  pub const VT_TASK: ::flatbuffers::VOffsetT = 10;
+  pub const VT_ATTEMPT: ::flatbuffers::VOffsetT = 12;
+  pub const VT_FAILURE: ::flatbuffers::VOffsetT = 14;
+  pub const VT_LOST_MAP: ::flatbuffers::VOffsetT = 16;
+  pub const VT_REASON: ::flatbuffers::VOffsetT = 18;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    TaskFailed { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args TaskFailedArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<TaskFailed<'bldr>> {
+    let mut builder = TaskFailedBuilder::new(_fbb);
+    builder.add_job(args.job);
+    builder.add_worker(args.worker);
+    if let Some(x) = args.reason { builder.add_reason(x); }
+    builder.add_lost_map(args.lost_map);
+    builder.add_attempt(args.attempt);
+    builder.add_task(args.task);
+    builder.add_failure(args.failure);
+    builder.add_kind(args.kind);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn worker(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(TaskFailed::VT_WORKER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn job(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(TaskFailed::VT_JOB, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn kind(&self) -> TaskKind {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<TaskKind>(TaskFailed::VT_KIND, Some(TaskKind::Map)).unwrap()}
+  }
+  #[inline]
+  pub fn task(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(TaskFailed::VT_TASK, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn attempt(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(TaskFailed::VT_ATTEMPT, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn failure(&self) -> Failure {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Failure>(TaskFailed::VT_FAILURE, Some(Failure::TaskError)).unwrap()}
+  }
+  #[inline]
+  pub fn lost_map(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(TaskFailed::VT_LOST_MAP, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn reason(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(TaskFailed::VT_REASON, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for TaskFailed<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("worker", Self::VT_WORKER, false)?
+     .visit_field::<u64>("job", Self::VT_JOB, false)?
+     .visit_field::<TaskKind>("kind", Self::VT_KIND, false)?
+     .visit_field::<u32>("task", Self::VT_TASK, false)?
+     .visit_field::<u32>("attempt", Self::VT_ATTEMPT, false)?
+     .visit_field::<Failure>("failure", Self::VT_FAILURE, false)?
+     .visit_field::<u32>("lost_map", Self::VT_LOST_MAP, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("reason", Self::VT_REASON, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct TaskFailedArgs<'a> {
+    pub worker: u64,
+    pub job: u64,
+    pub kind: TaskKind,
+    pub task: u32,
+    pub attempt: u32,
+    pub failure: Failure,
+    pub lost_map: u32,
+    pub reason: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for TaskFailedArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    TaskFailedArgs {
+      worker: 0,
+      job: 0,
+      kind: TaskKind::Map,
+      task: 0,
+      attempt: 0,
+      failure: Failure::TaskError,
+      lost_map: 0,
+      reason: None, // required field
+    }
+  }
+}
+
+pub struct TaskFailedBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> TaskFailedBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_worker(&mut self, worker: u64) {
+    self.fbb_.push_slot::<u64>(TaskFailed::VT_WORKER, worker, 0);
+  }
+  #[inline]
+  pub fn add_job(&mut self, job: u64) {
+    self.fbb_.push_slot::<u64>(TaskFailed::VT_JOB, job, 0);
+  }
+  #[inline]
+  pub fn add_kind(&mut self, kind: TaskKind) {
+    self.fbb_.push_slot::<TaskKind>(TaskFailed::VT_KIND, kind, TaskKind::Map);
+  }
+  #[inline]
+  pub fn add_task(&mut self, task: u32) {
+    self.fbb_.push_slot::<u32>(TaskFailed::VT_TASK, task, 0);
+  }
+  #[inline]
+  pub fn add_attempt(&mut self, attempt: u32) {
+    self.fbb_.push_slot::<u32>(TaskFailed::VT_ATTEMPT, attempt, 0);
+  }
+  #[inline]
+  pub fn add_failure(&mut self, failure: Failure) {
+    self.fbb_.push_slot::<Failure>(TaskFailed::VT_FAILURE, failure, Failure::TaskError);
+  }
+  #[inline]
+  pub fn add_lost_map(&mut self, lost_map: u32) {
+    self.fbb_.push_slot::<u32>(TaskFailed::VT_LOST_MAP, lost_map, 0);
+  }
+  #[inline]
+  pub fn add_reason(&mut self, reason: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(TaskFailed::VT_REASON, reason);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> TaskFailedBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    TaskFailedBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<TaskFailed<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, TaskFailed::VT_REASON,"reason");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for TaskFailed<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("TaskFailed");
+      ds.field("worker", &self.worker());
+      ds.field("job", &self.job());
+      ds.field("kind", &self.kind());
+      ds.field("task", &self.task());
+      ds.field("attempt", &self.attempt());
+      ds.field("failure", &self.failure());
+      ds.field("lost_map", &self.lost_map());
+      ds.field("reason", &self.reason());
       ds.finish()
   }
 }
@@ -1242,6 +2231,8 @@ impl<'a> Heartbeat<'a> {
   pub const VT_JOB: ::flatbuffers::VOffsetT = 6;
   pub const VT_KIND: ::flatbuffers::VOffsetT = 8;
   pub const VT_TASK: ::flatbuffers::VOffsetT = 10;
+  pub const VT_ATTEMPT: ::flatbuffers::VOffsetT = 12;
+  pub const VT_BYTES_DONE: ::flatbuffers::VOffsetT = 14;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1253,8 +2244,10 @@ impl<'a> Heartbeat<'a> {
     args: &'args HeartbeatArgs
   ) -> ::flatbuffers::WIPOffset<Heartbeat<'bldr>> {
     let mut builder = HeartbeatBuilder::new(_fbb);
+    builder.add_bytes_done(args.bytes_done);
     builder.add_job(args.job);
     builder.add_worker(args.worker);
+    builder.add_attempt(args.attempt);
     builder.add_task(args.task);
     builder.add_kind(args.kind);
     builder.finish()
@@ -1289,6 +2282,21 @@ impl<'a> Heartbeat<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u32>(Heartbeat::VT_TASK, Some(0)).unwrap()}
   }
+  #[inline]
+  pub fn attempt(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Heartbeat::VT_ATTEMPT, Some(0)).unwrap()}
+  }
+  /// Input bytes processed so far, for progress.
+  #[inline]
+  pub fn bytes_done(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Heartbeat::VT_BYTES_DONE, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Heartbeat<'_> {
@@ -1301,6 +2309,8 @@ impl ::flatbuffers::Verifiable for Heartbeat<'_> {
      .visit_field::<u64>("job", Self::VT_JOB, false)?
      .visit_field::<TaskKind>("kind", Self::VT_KIND, false)?
      .visit_field::<u32>("task", Self::VT_TASK, false)?
+     .visit_field::<u32>("attempt", Self::VT_ATTEMPT, false)?
+     .visit_field::<u64>("bytes_done", Self::VT_BYTES_DONE, false)?
      .finish();
     Ok(())
   }
@@ -1310,6 +2320,8 @@ pub struct HeartbeatArgs {
     pub job: u64,
     pub kind: TaskKind,
     pub task: u32,
+    pub attempt: u32,
+    pub bytes_done: u64,
 }
 impl<'a> Default for HeartbeatArgs {
   #[inline]
@@ -1319,6 +2331,8 @@ impl<'a> Default for HeartbeatArgs {
       job: 0,
       kind: TaskKind::Map,
       task: 0,
+      attempt: 0,
+      bytes_done: 0,
     }
   }
 }
@@ -1345,6 +2359,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> HeartbeatBuilder<'a, 'b, A> {
     self.fbb_.push_slot::<u32>(Heartbeat::VT_TASK, task, 0);
   }
   #[inline]
+  pub fn add_attempt(&mut self, attempt: u32) {
+    self.fbb_.push_slot::<u32>(Heartbeat::VT_ATTEMPT, attempt, 0);
+  }
+  #[inline]
+  pub fn add_bytes_done(&mut self, bytes_done: u64) {
+    self.fbb_.push_slot::<u64>(Heartbeat::VT_BYTES_DONE, bytes_done, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> HeartbeatBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     HeartbeatBuilder {
@@ -1366,6 +2388,306 @@ impl ::core::fmt::Debug for Heartbeat<'_> {
       ds.field("job", &self.job());
       ds.field("kind", &self.kind());
       ds.field("task", &self.task());
+      ds.field("attempt", &self.attempt());
+      ds.field("bytes_done", &self.bytes_done());
+      ds.finish()
+  }
+}
+pub enum FetchRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Reducer to a worker's fetch server: bytes of partition `partition` of map `map`'s attempt
+/// `attempt`, from `offset`.
+pub struct FetchRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for FetchRequest<'a> {
+  type Inner = FetchRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> FetchRequest<'a> {
+  pub const VT_JOB: ::flatbuffers::VOffsetT = 4;
+  pub const VT_MAP: ::flatbuffers::VOffsetT = 6;
+  pub const VT_ATTEMPT: ::flatbuffers::VOffsetT = 8;
+  pub const VT_PARTITION: ::flatbuffers::VOffsetT = 10;
+  pub const VT_OFFSET: ::flatbuffers::VOffsetT = 12;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    FetchRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args FetchRequestArgs
+  ) -> ::flatbuffers::WIPOffset<FetchRequest<'bldr>> {
+    let mut builder = FetchRequestBuilder::new(_fbb);
+    builder.add_offset(args.offset);
+    builder.add_job(args.job);
+    builder.add_partition(args.partition);
+    builder.add_attempt(args.attempt);
+    builder.add_map(args.map);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn job(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(FetchRequest::VT_JOB, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn map(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(FetchRequest::VT_MAP, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn attempt(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(FetchRequest::VT_ATTEMPT, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn partition(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(FetchRequest::VT_PARTITION, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn offset(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(FetchRequest::VT_OFFSET, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for FetchRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("job", Self::VT_JOB, false)?
+     .visit_field::<u32>("map", Self::VT_MAP, false)?
+     .visit_field::<u32>("attempt", Self::VT_ATTEMPT, false)?
+     .visit_field::<u32>("partition", Self::VT_PARTITION, false)?
+     .visit_field::<u64>("offset", Self::VT_OFFSET, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct FetchRequestArgs {
+    pub job: u64,
+    pub map: u32,
+    pub attempt: u32,
+    pub partition: u32,
+    pub offset: u64,
+}
+impl<'a> Default for FetchRequestArgs {
+  #[inline]
+  fn default() -> Self {
+    FetchRequestArgs {
+      job: 0,
+      map: 0,
+      attempt: 0,
+      partition: 0,
+      offset: 0,
+    }
+  }
+}
+
+pub struct FetchRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> FetchRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_job(&mut self, job: u64) {
+    self.fbb_.push_slot::<u64>(FetchRequest::VT_JOB, job, 0);
+  }
+  #[inline]
+  pub fn add_map(&mut self, map: u32) {
+    self.fbb_.push_slot::<u32>(FetchRequest::VT_MAP, map, 0);
+  }
+  #[inline]
+  pub fn add_attempt(&mut self, attempt: u32) {
+    self.fbb_.push_slot::<u32>(FetchRequest::VT_ATTEMPT, attempt, 0);
+  }
+  #[inline]
+  pub fn add_partition(&mut self, partition: u32) {
+    self.fbb_.push_slot::<u32>(FetchRequest::VT_PARTITION, partition, 0);
+  }
+  #[inline]
+  pub fn add_offset(&mut self, offset: u64) {
+    self.fbb_.push_slot::<u64>(FetchRequest::VT_OFFSET, offset, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> FetchRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    FetchRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<FetchRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for FetchRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("FetchRequest");
+      ds.field("job", &self.job());
+      ds.field("map", &self.map());
+      ds.field("attempt", &self.attempt());
+      ds.field("partition", &self.partition());
+      ds.field("offset", &self.offset());
+      ds.finish()
+  }
+}
+pub enum FetchReplyOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The answer: the file's size and the bytes from the requested offset (at most a bounded
+/// chunk), or an error.
+pub struct FetchReply<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for FetchReply<'a> {
+  type Inner = FetchReply<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> FetchReply<'a> {
+  pub const VT_TOTAL_BYTES: ::flatbuffers::VOffsetT = 4;
+  pub const VT_DATA: ::flatbuffers::VOffsetT = 6;
+  pub const VT_ERROR: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    FetchReply { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args FetchReplyArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<FetchReply<'bldr>> {
+    let mut builder = FetchReplyBuilder::new(_fbb);
+    builder.add_total_bytes(args.total_bytes);
+    if let Some(x) = args.error { builder.add_error(x); }
+    if let Some(x) = args.data { builder.add_data(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn total_bytes(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(FetchReply::VT_TOTAL_BYTES, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn data(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(FetchReply::VT_DATA, None)}
+  }
+  #[inline]
+  pub fn error(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(FetchReply::VT_ERROR, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for FetchReply<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("total_bytes", Self::VT_TOTAL_BYTES, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("data", Self::VT_DATA, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("error", Self::VT_ERROR, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct FetchReplyArgs<'a> {
+    pub total_bytes: u64,
+    pub data: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub error: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for FetchReplyArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    FetchReplyArgs {
+      total_bytes: 0,
+      data: None,
+      error: None,
+    }
+  }
+}
+
+pub struct FetchReplyBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> FetchReplyBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_total_bytes(&mut self, total_bytes: u64) {
+    self.fbb_.push_slot::<u64>(FetchReply::VT_TOTAL_BYTES, total_bytes, 0);
+  }
+  #[inline]
+  pub fn add_data(&mut self, data: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(FetchReply::VT_DATA, data);
+  }
+  #[inline]
+  pub fn add_error(&mut self, error: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(FetchReply::VT_ERROR, error);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> FetchReplyBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    FetchReplyBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<FetchReply<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for FetchReply<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("FetchReply");
+      ds.field("total_bytes", &self.total_bytes());
+      ds.field("data", &self.data());
+      ds.field("error", &self.error());
       ds.finish()
   }
 }
@@ -1462,6 +2784,20 @@ impl<'a> MapReduceMessage<'a> {
 
   #[inline]
   #[allow(non_snake_case)]
+  pub fn body_as_task_failed(&self) -> Option<TaskFailed<'a>> {
+    if self.body_type() == Body::TaskFailed {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { TaskFailed::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
   pub fn body_as_heartbeat(&self) -> Option<Heartbeat<'a>> {
     if self.body_type() == Body::Heartbeat {
       let u = self.body();
@@ -1469,6 +2805,34 @@ impl<'a> MapReduceMessage<'a> {
       // Created from a valid Table for this object
       // Which contains a valid union in this slot
       Some(unsafe { Heartbeat::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_fetch_request(&self) -> Option<FetchRequest<'a>> {
+    if self.body_type() == Body::FetchRequest {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { FetchRequest::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_fetch_reply(&self) -> Option<FetchReply<'a>> {
+    if self.body_type() == Body::FetchReply {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { FetchReply::init_from_table(u) })
     } else {
       None
     }
@@ -1487,7 +2851,10 @@ impl ::flatbuffers::Verifiable for MapReduceMessage<'_> {
           Body::RequestTask => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RequestTask>>("Body::RequestTask", pos),
           Body::TaskAssignment => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<TaskAssignment>>("Body::TaskAssignment", pos),
           Body::TaskDone => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<TaskDone>>("Body::TaskDone", pos),
+          Body::TaskFailed => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<TaskFailed>>("Body::TaskFailed", pos),
           Body::Heartbeat => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Heartbeat>>("Body::Heartbeat", pos),
+          Body::FetchRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<FetchRequest>>("Body::FetchRequest", pos),
+          Body::FetchReply => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<FetchReply>>("Body::FetchReply", pos),
           _ => Ok(()),
         }
      })?
@@ -1564,8 +2931,29 @@ impl ::core::fmt::Debug for MapReduceMessage<'_> {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
           }
         },
+        Body::TaskFailed => {
+          if let Some(x) = self.body_as_task_failed() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
         Body::Heartbeat => {
           if let Some(x) = self.body_as_heartbeat() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::FetchRequest => {
+          if let Some(x) = self.body_as_fetch_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::FetchReply => {
+          if let Some(x) = self.body_as_fetch_reply() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
