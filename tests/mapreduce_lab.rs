@@ -381,9 +381,18 @@ fn map_outputs_lost_with_a_worker_are_recomputed() {
         ],
         0,
     );
-    // The first worker runs every map, then starts reducing; it dies before reduces end.
+    // The first worker runs maps and holds their outputs; it dies once it holds some (before
+    // the reduces, which sleep first, can end).
     job.start_worker(2, &[]);
-    std::thread::sleep(Duration::from_millis(1_500));
+    let local = job.dir.join("local-0");
+    let deadline = Instant::now() + JOB_LIMIT;
+    while count_map_outputs(&local) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the first worker wrote no map output"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let _ = job.workers[0].kill();
     let _ = job.workers[0].wait();
     job.start_worker(2, &[]);
@@ -397,4 +406,20 @@ fn map_outputs_lost_with_a_worker_are_recomputed() {
         report["stats"]["lost_map_outputs"].as_u64().unwrap() >= 1,
         "{report}"
     );
+}
+
+/// Map output files (renamed into place, so whole) under a worker's local folder.
+fn count_map_outputs(local: &std::path::Path) -> usize {
+    let Ok(jobs) = std::fs::read_dir(local) else {
+        return 0;
+    };
+    jobs.flatten()
+        .filter_map(|job| std::fs::read_dir(job.path()).ok())
+        .flat_map(|files| files.flatten())
+        .filter(|f| {
+            let name = f.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with("mr-") && name.contains("-a") && !name.ends_with(".tmp")
+        })
+        .count()
 }
