@@ -163,15 +163,27 @@ impl Conn {
             id,
             conn: self.shared.clone(),
         };
-        let body = {
+        // Straight from the encoder into the connection's queue when it has room (one copy);
+        // a copy waits for room otherwise.
+        let waiting_body = {
             let mut encoder = self.encoder.borrow_mut();
-            match encoder.requests_body(std::slice::from_ref(&request)) {
-                Ok(body) => body.to_vec(),
+            let body = match encoder.requests_body(std::slice::from_ref(&request)) {
+                Ok(body) => body,
                 Err(e) => return Err(ConnError::Encode(e.to_string())),
+            };
+            match self.writer.try_send(FrameKind::ClientRequest, body) {
+                Ok(()) => None,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Some(body.to_vec()),
+                Err(e) => {
+                    self.shared.fail_all(&format!("write: {e}"));
+                    None
+                }
             }
         };
-        if let Err(e) = self.writer.send(FrameKind::ClientRequest, &body).await {
-            self.shared.fail_all(&format!("write: {e}"));
+        if let Some(body) = waiting_body {
+            if let Err(e) = self.writer.send(FrameKind::ClientRequest, &body).await {
+                self.shared.fail_all(&format!("write: {e}"));
+            }
         }
         future.await
     }

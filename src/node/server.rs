@@ -472,58 +472,64 @@ impl CoreState {
     }
 
     fn send_to(self: &Rc<Self>, to: NodeId, dest_core: usize, messages: &[Message]) {
-        let body = {
-            let mut encoder = self.encoder.borrow_mut();
-            match encoder.raft_batch_body(self.config.node_id, to, messages) {
-                Ok(body) => Some(body.to_vec()),
-                Err(crate::wire::EncodeError::TooLarge { .. }) if messages.len() > 1 => None,
-                Err(e) => {
-                    warn!(
+        if !self.ensure_link(to, dest_core) {
+            return;
+        }
+        let links = self.links.borrow();
+        let link = links.get(&(to, dest_core)).expect("ensured above");
+        let mut encoder = self.encoder.borrow_mut();
+        match encoder.raft_batch_body(self.config.node_id, to, messages) {
+            // Straight from the encoder's buffer into the link's queue: one copy. A full queue
+            // (the peer is down or slow) drops the frame: Raft resends what matters.
+            Ok(body) => {
+                if let Err(e) = link.try_send(FrameKind::PeerRaft, body) {
+                    debug!(
                         core = self.me,
-                        to, "dropping an unencodable Raft message: {e}"
+                        to, "peer queue full, dropping a Raft frame: {e}"
                     );
-                    return;
                 }
             }
+            Err(crate::wire::EncodeError::TooLarge { .. }) if messages.len() > 1 => {
+                drop(encoder);
+                drop(links);
+                let (a, b) = messages.split_at(messages.len() / 2);
+                self.send_to(to, dest_core, a);
+                self.send_to(to, dest_core, b);
+            }
+            Err(e) => warn!(
+                core = self.me,
+                to, "dropping an unencodable Raft message: {e}"
+            ),
+        }
+    }
+
+    /// Makes sure a link to core `dest_core` of node `to` exists; false for an unknown node.
+    fn ensure_link(&self, to: NodeId, dest_core: usize) -> bool {
+        if self.links.borrow().contains_key(&(to, dest_core)) {
+            return true;
+        }
+        let Some(peer) = self.config.peers.iter().find(|p| p.id == to) else {
+            return false;
         };
-        let Some(body) = body else {
-            let (a, b) = messages.split_at(messages.len() / 2);
-            self.send_to(to, dest_core, a);
-            self.send_to(to, dest_core, b);
-            return;
+        let mut config = PeerLinkConfig::new(with_port_offset(peer.peer_addr, dest_core));
+        let hello = Hello {
+            cluster_id: self.cluster,
+            node_id: self.config.node_id,
+            role: HelloRole::Peer,
+            core_count: self.cores as u16,
         };
-        let mut links = self.links.borrow_mut();
-        let link = match links.entry((to, dest_core)) {
-            std::collections::hash_map::Entry::Occupied(link) => link.into_mut(),
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                let Some(peer) = self.config.peers.iter().find(|p| p.id == to) else {
-                    return;
-                };
-                let mut config = PeerLinkConfig::new(with_port_offset(peer.peer_addr, dest_core));
-                let hello = Hello {
-                    cluster_id: self.cluster,
-                    node_id: self.config.node_id,
-                    role: HelloRole::Peer,
-                    core_count: self.cores as u16,
-                };
-                let hello_body = match self.encoder.borrow_mut().hello_body(&hello) {
-                    Ok(body) => Bytes::copy_from_slice(body),
-                    Err(e) => {
-                        warn!(core = self.me, "cannot encode hello: {e}");
-                        return;
-                    }
-                };
-                config.hello = Some((FrameKind::Hello, hello_body));
-                slot.insert(PeerLink::new(config))
+        let hello_body = match self.encoder.borrow_mut().hello_body(&hello) {
+            Ok(body) => Bytes::copy_from_slice(body),
+            Err(e) => {
+                warn!(core = self.me, "cannot encode hello: {e}");
+                return false;
             }
         };
-        // A full queue (the peer is down or slow) drops the frame: Raft resends what matters.
-        if let Err(e) = link.try_send(FrameKind::PeerRaft, &body) {
-            debug!(
-                core = self.me,
-                to, "peer queue full, dropping a Raft frame: {e}"
-            );
-        }
+        config.hello = Some((FrameKind::Hello, hello_body));
+        self.links
+            .borrow_mut()
+            .insert((to, dest_core), PeerLink::new(config));
+        true
     }
 
     fn route_reply(self: &Rc<Self>, token: u64, response: Response) {
