@@ -15,14 +15,15 @@ use bytes::Bytes;
 use super::{Client, ClientConfig, ClientError};
 use crate::kv::Consistency;
 
-/// One operation of the command-line client.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One operation of the command-line client (also its `shardcore kv` subcommands).
+#[derive(Clone, Debug, PartialEq, Eq, clap::Subcommand)]
 pub enum KvCommand {
-    /// Read a key.
+    /// Print a key's value (exit 1 if absent).
     Get {
         /// The key.
         key: String,
-        /// Serve from any replica (may be stale).
+        /// Serve from any replica, possibly stale.
+        #[arg(long)]
         serializable: bool,
     },
     /// Set a key.
@@ -44,32 +45,54 @@ pub enum KvCommand {
         /// The key.
         key: String,
     },
-    /// Compare and swap (`expected` `None`: only if absent).
+    /// Set KEY to NEW only if it holds EXPECTED (or, with --absent, only if it is absent);
+    /// exit 1 if it did not swap.
     Cas {
         /// The key.
         key: String,
-        /// The value it must hold.
+        /// The value it must hold (omit with --absent).
         expected: Option<String>,
         /// The new value.
+        #[arg(long)]
         new: String,
+        /// Swap only if the key is absent.
+        #[arg(long)]
+        absent: bool,
     },
 }
 
-/// Where the cluster is.
-#[derive(Clone, Debug)]
+/// Where the cluster is (the `--endpoints`, `--cluster-id` and `--groups` flags of every
+/// command that talks to one).
+#[derive(Clone, Debug, clap::Args)]
 pub struct Endpoints {
-    /// Client addresses in node-id order (node 1 first).
+    /// Client addresses of the nodes, in node-id order, comma-separated.
+    #[arg(
+        long = "endpoints",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003"
+    )]
     pub addrs: Vec<SocketAddr>,
-    /// The cluster name.
+    /// The cluster's name.
+    #[arg(long, default_value = "local")]
     pub cluster_id: String,
-    /// The cluster's group count.
+    /// The cluster's KV group count.
+    #[arg(long, default_value_t = 8)]
     pub groups: u64,
-    /// How long the operation may take.
-    pub timeout: Duration,
 }
 
 /// Runs one command and returns (text to print, exit code).
-pub fn run(endpoints: Endpoints, command: KvCommand) -> (String, u8) {
+pub fn run(endpoints: Endpoints, timeout: Duration, command: KvCommand) -> (String, u8) {
+    if let KvCommand::Cas {
+        expected, absent, ..
+    } = &command
+    {
+        if *absent == expected.is_some() {
+            return (
+                "error: cas takes EXPECTED or --absent, exactly one".to_string(),
+                2,
+            );
+        }
+    }
     let runtime = shardcore_io::RuntimeConfig {
         cores: 1,
         pinning: shardcore_io::runtime::Pinning::Unpinned,
@@ -79,7 +102,7 @@ pub fn run(endpoints: Endpoints, command: KvCommand) -> (String, u8) {
     let result = shardcore_io::run(runtime, move |_core: shardcore_io::Core<()>| {
         let endpoints = endpoints.clone();
         let command = command.clone();
-        async move { execute(endpoints, command).await }
+        async move { execute(endpoints, timeout, command).await }
     });
     match result {
         Ok(mut outputs) => outputs
@@ -89,7 +112,7 @@ pub fn run(endpoints: Endpoints, command: KvCommand) -> (String, u8) {
     }
 }
 
-async fn execute(endpoints: Endpoints, command: KvCommand) -> (String, u8) {
+async fn execute(endpoints: Endpoints, timeout: Duration, command: KvCommand) -> (String, u8) {
     let mut config = ClientConfig::new(
         endpoints
             .addrs
@@ -100,7 +123,7 @@ async fn execute(endpoints: Endpoints, command: KvCommand) -> (String, u8) {
     );
     config.cluster_id = endpoints.cluster_id.clone();
     config.groups = endpoints.groups;
-    config.op_timeout = endpoints.timeout;
+    config.op_timeout = timeout;
     let client = match Client::new(config) {
         Ok(client) => client,
         Err(e) => return (format!("error: {e}"), 2),
@@ -132,7 +155,9 @@ async fn execute(endpoints: Endpoints, command: KvCommand) -> (String, u8) {
             Ok(()) => ("OK".to_string(), 0),
             Err(e) => fail(e),
         },
-        KvCommand::Cas { key, expected, new } => {
+        KvCommand::Cas {
+            key, expected, new, ..
+        } => {
             let expected = expected.as_deref().map(b);
             match client.compare_and_swap(b(&key), expected, b(&new)).await {
                 Ok((true, _)) => ("OK (swapped)".to_string(), 0),

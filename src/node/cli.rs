@@ -160,100 +160,21 @@ pub fn init_logging(level: &str) {
 /// `shardcore kv`: one operation against a cluster.
 #[derive(Args, Debug)]
 pub struct KvArgs {
-    /// Client addresses of the nodes, in node-id order, comma-separated.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003"
-    )]
-    pub endpoints: Vec<SocketAddr>,
-    /// The cluster's name.
-    #[arg(long, default_value = "local")]
-    pub cluster_id: String,
-    /// The cluster's KV group count.
-    #[arg(long, default_value_t = 8)]
-    pub groups: u64,
+    /// Where the cluster is.
+    #[command(flatten)]
+    pub cluster: Endpoints,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 10)]
     pub timeout_secs: u64,
     /// The operation.
     #[command(subcommand)]
-    pub op: KvOp,
-}
-
-/// One operation.
-#[derive(Subcommand, Debug)]
-pub enum KvOp {
-    /// Print a key's value (exit 1 if absent).
-    Get {
-        /// The key.
-        key: String,
-        /// Serve from any replica, possibly stale.
-        #[arg(long)]
-        serializable: bool,
-    },
-    /// Set a key.
-    Put {
-        /// The key.
-        key: String,
-        /// The value.
-        value: String,
-    },
-    /// Append to a key's value.
-    Append {
-        /// The key.
-        key: String,
-        /// What to append.
-        value: String,
-    },
-    /// Remove a key.
-    Delete {
-        /// The key.
-        key: String,
-    },
-    /// Set KEY to NEW only if it holds EXPECTED (or, with --absent, only if it is absent);
-    /// exit 1 if it did not swap.
-    Cas {
-        /// The key.
-        key: String,
-        /// The value it must hold (omit with --absent).
-        expected: Option<String>,
-        /// The new value.
-        #[arg(long)]
-        new: String,
-        /// Swap only if the key is absent.
-        #[arg(long)]
-        absent: bool,
-    },
+    pub op: KvCommand,
 }
 
 /// Runs `shardcore kv`.
 pub fn kv(args: KvArgs) -> ExitCode {
-    let command = match args.op {
-        KvOp::Get { key, serializable } => KvCommand::Get { key, serializable },
-        KvOp::Put { key, value } => KvCommand::Put { key, value },
-        KvOp::Append { key, value } => KvCommand::Append { key, value },
-        KvOp::Delete { key } => KvCommand::Delete { key },
-        KvOp::Cas {
-            key,
-            expected,
-            new,
-            absent,
-        } => {
-            if absent == expected.is_some() {
-                eprintln!("error: cas takes EXPECTED or --absent, exactly one");
-                return ExitCode::from(2);
-            }
-            KvCommand::Cas { key, expected, new }
-        }
-    };
-    let endpoints = Endpoints {
-        addrs: args.endpoints,
-        cluster_id: args.cluster_id,
-        groups: args.groups,
-        timeout: Duration::from_secs(args.timeout_secs.max(1)),
-    };
-    let (text, code) = crate::client::cli::run(endpoints, command);
+    let timeout = Duration::from_secs(args.timeout_secs.max(1));
+    let (text, code) = crate::client::cli::run(args.cluster, timeout, args.op);
     if code == 2 {
         eprintln!("{text}");
     } else {
@@ -317,19 +238,9 @@ pub fn cluster(command: ClusterCommand) -> ExitCode {
 /// `scripts/crash-restart.sh`).
 #[derive(Args, Debug)]
 pub struct WorkloadArgs {
-    /// Client addresses of the nodes, in node-id order, comma-separated.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003"
-    )]
-    pub endpoints: Vec<SocketAddr>,
-    /// The cluster's name.
-    #[arg(long, default_value = "local")]
-    pub cluster_id: String,
-    /// The cluster's KV group count.
-    #[arg(long, default_value_t = 8)]
-    pub groups: u64,
+    /// Where the cluster is.
+    #[command(flatten)]
+    pub cluster: Endpoints,
     /// Concurrent clients.
     #[arg(long, default_value_t = 8)]
     pub clients: usize,
@@ -356,9 +267,9 @@ pub fn workload(args: WorkloadArgs) -> ExitCode {
     use crate::client::workload::{run, WorkloadConfig};
     use crate::linearizability::{check_history, Verdict};
     let config = WorkloadConfig {
-        endpoints: args.endpoints,
-        cluster_id: args.cluster_id,
-        groups: args.groups,
+        endpoints: args.cluster.addrs,
+        cluster_id: args.cluster.cluster_id,
+        groups: args.cluster.groups,
         clients: args.clients.max(1),
         keys: args.keys.max(2),
         duration: Duration::from_secs(args.seconds),

@@ -288,14 +288,14 @@ fn smoke_check(configs: &[NodeConfig], cluster: &LocalCluster) -> Result<String,
         addrs: configs.iter().map(|c| c.client_addr).collect(),
         cluster_id: configs[0].cluster_id.clone(),
         groups: cluster.groups,
-        timeout: Duration::from_secs(15),
     };
+    let timeout = Duration::from_secs(15);
     let started = Instant::now();
     let put = crate::client::cli::KvCommand::Put {
         key: "shardcore-smoke".to_string(),
         value: "ok".to_string(),
     };
-    let (text, code) = crate::client::cli::run(endpoints.clone(), put);
+    let (text, code) = crate::client::cli::run(endpoints.clone(), timeout, put);
     if code != 0 {
         return Err(format!("put: {text}"));
     }
@@ -303,7 +303,7 @@ fn smoke_check(configs: &[NodeConfig], cluster: &LocalCluster) -> Result<String,
         key: "shardcore-smoke".to_string(),
         serializable: false,
     };
-    let (text, code) = crate::client::cli::run(endpoints, get);
+    let (text, code) = crate::client::cli::run(endpoints, timeout, get);
     if code != 0 || text != "ok" {
         return Err(format!("get returned {text:?} (exit {code})"));
     }
