@@ -339,6 +339,21 @@ async fn core_main(core: Core<CoreMsg>, config: NodeConfig) -> Result<(), Server
     Ok(())
 }
 
+/// The next frame of a connection that may carry only `kind` frames from `who`: `Ok(None)` at
+/// a clean end, `Err(why)` for anything that closes the connection.
+async fn next_frame_of(
+    reader: &mut FrameReader,
+    kind: FrameKind,
+    who: &str,
+) -> Result<Option<shardcore_protocol::Frame>, String> {
+    match reader.next_frame().await {
+        Ok(Some(frame)) if frame.kind == kind => Ok(Some(frame)),
+        Ok(Some(frame)) => Err(format!("unexpected {:?} frame from {who}", frame.kind)),
+        Ok(None) => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 fn with_port_offset(addr: SocketAddr, offset: usize) -> SocketAddr {
     let mut addr = addr;
     addr.set_port(addr.port() + offset as u16);
@@ -663,14 +678,12 @@ impl CoreState {
         );
         let mut requests = Vec::new();
         let why = loop {
-            let frame = match reader.next_frame().await {
+            let frame = match next_frame_of(&mut reader, FrameKind::ClientRequest, "a client").await
+            {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break None,
-                Err(e) => break Some(e.to_string()),
+                Err(why) => break Some(why),
             };
-            if frame.kind != FrameKind::ClientRequest {
-                break Some(format!("unexpected {:?} frame from a client", frame.kind));
-            }
             requests.clear();
             if let Err(e) = decode_requests(&frame.body, &mut requests) {
                 break Some(format!("bad request frame: {e}"));
@@ -756,18 +769,13 @@ impl CoreState {
             .insert(from, usize::from(hello.core_count.max(1)));
         debug!(core = self.me, from, "peer connected");
         let mut messages = Vec::new();
+        let who = format!("node {from}");
         let why = loop {
-            let frame = match reader.next_frame().await {
+            let frame = match next_frame_of(&mut reader, FrameKind::PeerRaft, &who).await {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break None,
-                Err(e) => break Some(e.to_string()),
+                Err(why) => break Some(why),
             };
-            if frame.kind != FrameKind::PeerRaft {
-                break Some(format!(
-                    "unexpected {:?} frame from node {from}",
-                    frame.kind
-                ));
-            }
             messages.clear();
             if let Err(e) = decode_raft_batch(&frame.body, &mut messages) {
                 break Some(format!("bad Raft frame from node {from}: {e}"));
