@@ -381,15 +381,18 @@ fn map_outputs_lost_with_a_worker_are_recomputed() {
         ],
         0,
     );
-    // The first worker runs maps and holds their outputs; it dies once it holds some (before
-    // the reduces, which sleep first, can end).
+    // The first worker runs maps and holds their outputs; it dies once the coordinator has
+    // recorded one of its maps as done (before the reduces, which sleep first, can end). A map
+    // output file on disk is not enough: the worker may die before it reports the map, and
+    // then the map was merely running, not lost.
     job.start_worker(2, &[]);
     let local = job.dir.join("local-0");
     let deadline = Instant::now() + JOB_LIMIT;
-    while count_map_outputs(&local) == 0 {
+    while job.done_maps() == 0 {
         assert!(
             Instant::now() < deadline,
-            "the first worker wrote no map output"
+            "the coordinator recorded no done map (outputs on disk: {})",
+            count_map_outputs(&local)
         );
         std::thread::sleep(Duration::from_millis(10));
     }

@@ -169,6 +169,25 @@ impl MrJob {
         status.code().unwrap_or(-1)
     }
 
+    /// Maps the coordinator has recorded as done, from its durable job state (0 while it has
+    /// written none). A file caught mid-replace reads as 0 too: callers poll.
+    pub fn done_maps(&self) -> usize {
+        let Ok(bytes) = std::fs::read(self.work_dir().join("mr-job.state")) else {
+            return 0;
+        };
+        // Header: magic (8), length (4), crc (4); the payload is JSON.
+        let Some(payload) = bytes.get(16..) else {
+            return 0;
+        };
+        let Ok(state) = serde_json::from_slice::<serde_json::Value>(payload) else {
+            return 0;
+        };
+        state["maps"]
+            .as_array()
+            .map(|maps| maps.iter().filter(|m| !m["done"].is_null()).count())
+            .unwrap_or(0)
+    }
+
     /// The job report the coordinator wrote.
     pub fn report(&self) -> serde_json::Value {
         let bytes = std::fs::read(self.dir.join("report.json")).expect("report.json");
