@@ -26,7 +26,8 @@
 //! scanned by `record::scan` straight from the files, the format's own decode speed.
 //!
 //! `cargo bench -p shardcore-storage --bench wal -- appends` runs only the table, `-- recovery`
-//! only recovery.
+//! only recovery; `WAL_BENCH_CELLS=16384x64,128x1024` limits the table to those cells (record
+//! bytes x batch records).
 //!
 //! Numbers only, never pass or fail (DESIGN.md, tests layer 6). Files go to a temporary directory
 //! under cargo's target dir (`CARGO_TARGET_TMPDIR`; `SHARDCORE_BENCH_DIR` overrides), which is on
@@ -121,8 +122,12 @@ fn appends(dir: &Path) {
         "{:>8} {:>6} | {:>12} {:>10} | {:>12} {:>10} | {:>6} | rotations (recycled)",
         "record", "batch", "WAL app/s", "WAL MB/s", "raw writes/s", "raw MB/s", "ratio"
     );
+    let cells = selected_cells();
     for record_bytes in RECORD_BYTES {
         for batch_records in BATCH_RECORDS {
+            if !cells.is_empty() && !cells.contains(&(record_bytes, batch_records)) {
+                continue;
+            }
             // WAL and raw alternate, so that a burst of load from elsewhere on the machine
             // hits both; each side keeps its best round.
             let mut best: Option<(Cell, Cell)> = None;
@@ -146,6 +151,26 @@ fn appends(dir: &Path) {
     drop(steady);
     drop(raw);
     println!();
+}
+
+/// The cells named by `WAL_BENCH_CELLS` (e.g. `16384x64,16384x1024`: record bytes x batch
+/// records), to look at a few cells closely (under `perf`, say); empty: every cell.
+fn selected_cells() -> Vec<(usize, usize)> {
+    let Ok(list) = std::env::var("WAL_BENCH_CELLS") else {
+        return Vec::new();
+    };
+    list.split(',')
+        .filter(|cell| !cell.trim().is_empty())
+        .map(|cell| {
+            let parsed = cell
+                .trim()
+                .split_once('x')
+                .and_then(|(record, batch)| Some((record.parse().ok()?, batch.parse().ok()?)));
+            parsed.unwrap_or_else(|| {
+                panic!("WAL_BENCH_CELLS: {cell:?} is not RECORDxBATCH (e.g. 16384x64)")
+            })
+        })
+        .collect()
 }
 
 /// One measured cell.

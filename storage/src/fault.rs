@@ -33,8 +33,11 @@ pub const WAL_WRITE: &str = "wal.write";
 pub const WAL_FDATASYNC: &str = "wal.fdatasync";
 /// Preallocating a new WAL segment file.
 pub const WAL_FALLOCATE: &str = "wal.fallocate";
-/// Rotating to a new WAL segment (creating its file and syncing the directory).
+/// Rotating to a new WAL segment (creating or renaming its file into place).
 pub const WAL_ROTATE: &str = "wal.rotate";
+/// The directory `fsync` that makes a rotation's new segment name durable, linked ahead of
+/// the first write into the segment.
+pub const WAL_DIR_FSYNC: &str = "wal.dir_fsync";
 /// Writing a snapshot file's bytes.
 pub const SNAPSHOT_WRITE: &str = "snapshot.write";
 /// The `fsync` of a snapshot file before it is renamed into place.
@@ -45,11 +48,12 @@ pub const SNAPSHOT_RENAME: &str = "snapshot.rename";
 pub const SNAPSHOT_DIR_FSYNC: &str = "snapshot.dir_fsync";
 
 /// Every point the storage crate asks, in the order a write meets them.
-pub const ALL_POINTS: [&str; 8] = [
+pub const ALL_POINTS: [&str; 9] = [
     WAL_WRITE,
     WAL_FDATASYNC,
     WAL_FALLOCATE,
     WAL_ROTATE,
+    WAL_DIR_FSYNC,
     SNAPSHOT_WRITE,
     SNAPSHOT_FSYNC,
     SNAPSHOT_RENAME,

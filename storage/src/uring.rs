@@ -20,8 +20,8 @@ use io_uring::{opcode, squeue, types, IoUring};
 /// offset and length aligned to it satisfy `O_DIRECT` everywhere.
 pub const BLOCK_BYTES: usize = 4096;
 
-/// Submission queue entries. Why 8: one append needs two (a write and its `fdatasync`), and a
-/// core keeps at most a few appends in flight.
+/// Submission queue entries. Why 8: one append needs two or three (a write, its `fdatasync`,
+/// and after a rotation the directory's `fsync`), and a WAL keeps at most two in flight.
 const RING_ENTRIES: u32 = 8;
 
 /// A zero-initialised byte buffer whose start is aligned to [`BLOCK_BYTES`].
@@ -157,10 +157,13 @@ pub enum Step {
     Write,
     /// The `fdatasync` linked after it.
     Fdatasync,
+    /// The `fsync` of the directory linked ahead of the write.
+    DirectoryFsync,
 }
 
-/// One submission: write `buf[..write_bytes]` at `offset` of `fd`, then (when `sync`)
-/// `fdatasync` the file, linked so the sync runs only after the whole write succeeded.
+/// One submission: (when `sync_dir_first`) `fsync` a directory, then write
+/// `buf[..write_bytes]` at `offset` of `fd`, then (when `sync`) `fdatasync` the file, all
+/// linked: each step runs only after the one before it succeeded.
 pub struct WriteRequest {
     /// The file, opened with `O_DIRECT`; it must stay open until the request completes.
     pub fd: RawFd,
@@ -170,6 +173,10 @@ pub struct WriteRequest {
     pub write_bytes: usize,
     /// Whether to link an `fdatasync` after the write.
     pub sync: Sync,
+    /// A directory to `fsync` ahead of the write, linked: the WAL's directory after a rotation
+    /// renamed the segment's file into place, so that the name is durable before any data is
+    /// written under it, without the submitting thread blocking on the directory's sync.
+    pub sync_dir_first: Option<RawFd>,
 }
 
 /// Whether a write is followed by an `fdatasync`.
@@ -198,16 +205,24 @@ struct InFlight {
     buf: AlignedBuf,
     write_bytes: usize,
     sync: Sync,
+    sync_dir: bool,
     write_result: Option<i32>,
     sync_result: Option<i32>,
+    dir_result: Option<i32>,
 }
 
 impl InFlight {
     fn done(&self) -> bool {
-        self.write_result.is_some() && (self.sync == Sync::None || self.sync_result.is_some())
+        self.write_result.is_some()
+            && (self.sync == Sync::None || self.sync_result.is_some())
+            && (!self.sync_dir || self.dir_result.is_some())
     }
 
     fn outcome(&self) -> Result<(), (Step, io::Error)> {
+        // A failed step cancels the linked steps after it (-ECANCELED): report the first.
+        if let Some(synced) = self.dir_result.filter(|&r| r < 0) {
+            return Err((Step::DirectoryFsync, io::Error::from_raw_os_error(-synced)));
+        }
         let written = self.write_result.expect("done");
         if written < 0 {
             return Err((Step::Write, io::Error::from_raw_os_error(-written)));
@@ -235,7 +250,12 @@ pub struct Ring {
     in_flight: HashMap<u64, InFlight>,
 }
 
-const SYNC_BIT: u64 = 1;
+/// A completion's `user_data`: the ticket shifted left by [`OP_BITS`], and which step.
+const OP_BITS: u32 = 2;
+const OP_MASK: u64 = (1 << OP_BITS) - 1;
+const OP_WRITE: u64 = 0;
+const OP_SYNC: u64 = 1;
+const OP_DIR_SYNC: u64 = 2;
 
 impl Ring {
     /// A new ring.
@@ -275,17 +295,27 @@ impl Ring {
         let ticket = self.next_ticket;
         self.next_ticket += 1;
         let fd = types::Fd(request.fd);
-        let write = opcode::Write::new(fd, buf.as_slice().as_ptr(), write_len)
+        let mut entries = Vec::with_capacity(3);
+        if let Some(dir) = request.sync_dir_first {
+            let sync_dir = opcode::Fsync::new(types::Fd(dir))
+                .build()
+                .flags(squeue::Flags::IO_LINK)
+                .user_data(ticket << OP_BITS | OP_DIR_SYNC);
+            entries.push(sync_dir);
+        }
+        let mut write = opcode::Write::new(fd, buf.as_slice().as_ptr(), write_len)
             .offset(request.offset)
             .build()
-            .user_data(ticket << 1);
-        let mut entries = vec![write];
+            .user_data(ticket << OP_BITS | OP_WRITE);
         if request.sync == Sync::Fdatasync {
-            entries[0] = entries[0].clone().flags(squeue::Flags::IO_LINK);
+            write = write.flags(squeue::Flags::IO_LINK);
+        }
+        entries.push(write);
+        if request.sync == Sync::Fdatasync {
             let sync = opcode::Fsync::new(fd)
                 .flags(types::FsyncFlags::DATASYNC)
                 .build()
-                .user_data(ticket << 1 | SYNC_BIT);
+                .user_data(ticket << OP_BITS | OP_SYNC);
             entries.push(sync);
         }
         // SAFETY: the buffer the write reads is moved into `in_flight` below and stays there,
@@ -302,8 +332,10 @@ impl Ring {
                 buf,
                 write_bytes: request.write_bytes,
                 sync: request.sync,
+                sync_dir: request.sync_dir_first.is_some(),
                 write_result: None,
                 sync_result: None,
+                dir_result: None,
             },
         );
         // A failed enter (EAGAIN, EBUSY, EINTR) leaves the entries queued: `wait` enters again
@@ -359,14 +391,15 @@ impl Ring {
 
     fn reap(&mut self) {
         for cqe in self.ring.completion() {
-            let ticket = cqe.user_data() >> 1;
+            let ticket = cqe.user_data() >> OP_BITS;
             let Some(in_flight) = self.in_flight.get_mut(&ticket) else {
                 continue;
             };
-            if cqe.user_data() & SYNC_BIT == 0 {
-                in_flight.write_result = Some(cqe.result());
-            } else {
-                in_flight.sync_result = Some(cqe.result());
+            let result = Some(cqe.result());
+            match cqe.user_data() & OP_MASK {
+                OP_WRITE => in_flight.write_result = result,
+                OP_SYNC => in_flight.sync_result = result,
+                _ => in_flight.dir_result = result,
             }
         }
     }
@@ -412,19 +445,24 @@ mod tests {
         assert_eq!(buf.as_slice(), b"x");
     }
 
-    /// A linked write and fdatasync on an O_DIRECT file lands the bytes; begin and wait are
-    /// separate, and poll does not block.
-    #[test]
-    fn write_then_fdatasync_through_the_ring() {
-        let path = std::env::temp_dir().join(format!("shardcore-uring-{}", std::process::id()));
-        let file = std::fs::OpenOptions::new()
+    /// A new, empty file at `path` opened with `O_DIRECT`, for the ring's writes.
+    fn create_direct_file(path: &std::path::Path) -> std::fs::File {
+        std::fs::OpenOptions::new()
             .create(true)
             .truncate(true)
             .read(true)
             .write(true)
             .custom_flags(libc::O_DIRECT)
-            .open(&path)
-            .unwrap();
+            .open(path)
+            .unwrap()
+    }
+
+    /// A linked write and fdatasync on an O_DIRECT file lands the bytes; begin and wait are
+    /// separate, and poll does not block.
+    #[test]
+    fn write_then_fdatasync_through_the_ring() {
+        let path = std::env::temp_dir().join(format!("shardcore-uring-{}", std::process::id()));
+        let file = create_direct_file(&path);
         let mut ring = Ring::new().unwrap();
         let mut buf = AlignedBuf::new();
         buf.extend_from_slice(b"hello ring");
@@ -434,6 +472,7 @@ mod tests {
             offset: BLOCK_BYTES as u64,
             write_bytes: BLOCK_BYTES,
             sync: Sync::Fdatasync,
+            sync_dir_first: None,
         };
         let ticket = ring.begin(request, buf).map_err(|(_, e)| e).unwrap();
         let completion = match ring.poll(&ticket) {
@@ -445,5 +484,38 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         assert_eq!(bytes.len(), 2 * BLOCK_BYTES);
         assert_eq!(&bytes[BLOCK_BYTES..BLOCK_BYTES + 10], b"hello ring");
+    }
+
+    /// A directory fsync linked ahead of the write: when it succeeds the write and sync
+    /// follow; when it fails the write is cancelled and the failure names the directory step.
+    #[test]
+    fn a_directory_fsync_goes_first_and_its_failure_cancels_the_write() {
+        let dir = std::env::temp_dir().join(format!("shardcore-uring-dir-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("data");
+        let file = create_direct_file(&path);
+        let dir_file = std::fs::File::open(&dir).unwrap();
+        let mut ring = Ring::new().unwrap();
+        let write = |ring: &mut Ring, dir_fd: RawFd, text: &[u8]| {
+            let mut buf = AlignedBuf::new();
+            buf.extend_from_slice(text);
+            buf.pad_to_block();
+            let request = WriteRequest {
+                fd: file.as_raw_fd(),
+                offset: 0,
+                write_bytes: BLOCK_BYTES,
+                sync: Sync::Fdatasync,
+                sync_dir_first: Some(dir_fd),
+            };
+            let ticket = ring.begin(request, buf).map_err(|(_, e)| e).unwrap();
+            ring.wait(ticket).result
+        };
+        write(&mut ring, dir_file.as_raw_fd(), b"first").unwrap();
+        assert_eq!(&std::fs::read(&path).unwrap()[..5], b"first");
+        // A descriptor that is not open: the directory step fails, the write never runs.
+        let (step, _) = write(&mut ring, 1 << 20, b"second").unwrap_err();
+        assert_eq!(step, Step::DirectoryFsync);
+        assert_eq!(&std::fs::read(&path).unwrap()[..5], b"first");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -9,7 +9,7 @@ use std::io::ErrorKind;
 
 use common::{entries_record, hard_state_record, Model, TempDir};
 use shardcore_storage::fault::{
-    FaultKind, FaultPoints, WAL_FALLOCATE, WAL_FDATASYNC, WAL_ROTATE, WAL_WRITE,
+    FaultKind, FaultPoints, WAL_DIR_FSYNC, WAL_FALLOCATE, WAL_FDATASYNC, WAL_ROTATE, WAL_WRITE,
 };
 use shardcore_storage::{LogRecord, Wal, WalConfig, WalError};
 
@@ -174,6 +174,59 @@ fn a_failed_rotation_is_a_clear_error_and_the_wal_goes_on() {
         assert_eq!(recovery.torn_tail, None);
         model.check(&wal, point);
     }
+}
+
+/// The directory `fsync` that makes a rotation's new segment name durable runs linked ahead
+/// of the first write into the segment. When it fails: the append that rotated fails with an
+/// error naming the directory, nothing of it was written (the chain stops there), the WAL is
+/// poisoned, and reopening finds every acknowledged batch and nothing of the failed one.
+#[test]
+fn a_failed_directory_fsync_after_rotation_poisons_and_loses_nothing_acknowledged() {
+    let dir = TempDir::new("wal-dir-fsync-fault");
+    let faults = FaultPoints::new();
+    let config = WalConfig {
+        segment_bytes: 16 << 10,
+        ..config(&faults)
+    };
+    let (mut wal, _) = Wal::open(dir.path(), config.clone()).unwrap();
+    let mut model = Model::default();
+    faults.arm(WAL_DIR_FSYNC, FaultKind::Error(ErrorKind::Other));
+    let mut index = 1;
+    let (error, failed) = loop {
+        let batch = [entries_record(1, index, 1, 1, 2000)];
+        match wal.append(&batch) {
+            Ok(stats) => {
+                assert!(!stats.rotated, "a rotation's append fails here");
+                assert!(index < 1000, "no rotation within 1000 appends");
+                model.apply(&batch);
+                index += 1;
+            }
+            Err(error) => break (error, batch),
+        }
+    };
+    assert_eq!(faults.fired(WAL_DIR_FSYNC), 1);
+    match &error {
+        WalError::Io { op, file, .. } => {
+            assert_eq!((*op, file.as_path()), ("directory fsync", dir.path()));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(wal.is_poisoned());
+    assert!(matches!(
+        wal.append(&[hard_state_record(1, 99, 1, 1)]),
+        Err(WalError::Poisoned)
+    ));
+    drop(wal);
+    let (wal, _) = Wal::open(dir.path(), config).unwrap();
+    model.check(&wal, "after a failed directory fsync");
+    let failed_index = match &failed[0] {
+        LogRecord::Entries { entries, .. } => entries[0].index,
+        other => panic!("{other:?}"),
+    };
+    assert!(
+        wal.last_index(1).is_some_and(|last| last < failed_index),
+        "the failed batch is absent"
+    );
 }
 
 /// Errors say what failed, where, and what to do.

@@ -170,9 +170,12 @@ pub fn open(
         file: dir.to_path_buf(),
         source: e,
     })?;
+    let dir_file = File::open(dir).map_err(|e| wal_io_error("open directory", dir, e))?;
     let mut wal = Wal {
         _lock: lock,
         dir: dir.to_path_buf(),
+        dir_file,
+        dir_sync_due: None,
         config,
         ring,
         free_bufs: Vec::new(),
