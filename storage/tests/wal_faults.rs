@@ -119,6 +119,14 @@ fn a_failed_write_or_fdatasync_poisons_and_loses_nothing_acknowledged() {
     }
 }
 
+/// The test config with 16 KiB segments, so that a few appends rotate.
+fn small_segments(faults: &FaultPoints) -> WalConfig {
+    WalConfig {
+        segment_bytes: 16 << 10,
+        ..config(faults)
+    }
+}
+
 /// A full disk when preallocating the next segment: the append fails with `DiskFull` naming
 /// the new segment, nothing is written, the new file is removed, and the WAL is not poisoned:
 /// once space is back the same append succeeds, and everything reopens. A failed directory
@@ -131,10 +139,7 @@ fn a_failed_rotation_is_a_clear_error_and_the_wal_goes_on() {
     ] {
         let dir = TempDir::new("wal-rotate-fault");
         let faults = FaultPoints::new();
-        let config = WalConfig {
-            segment_bytes: 16 << 10,
-            ..config(&faults)
-        };
+        let config = small_segments(&faults);
         let (mut wal, _) = Wal::open(dir.path(), config.clone()).unwrap();
         let mut model = Model::default();
         let mut index = 1;
@@ -184,10 +189,7 @@ fn a_failed_rotation_is_a_clear_error_and_the_wal_goes_on() {
 fn a_failed_directory_fsync_after_rotation_poisons_and_loses_nothing_acknowledged() {
     let dir = TempDir::new("wal-dir-fsync-fault");
     let faults = FaultPoints::new();
-    let config = WalConfig {
-        segment_bytes: 16 << 10,
-        ..config(&faults)
-    };
+    let config = small_segments(&faults);
     let (mut wal, _) = Wal::open(dir.path(), config.clone()).unwrap();
     let mut model = Model::default();
     faults.arm(WAL_DIR_FSYNC, FaultKind::Error(ErrorKind::Other));
