@@ -11,7 +11,8 @@
 //! ```text
 //! offset  size  field
 //!      0     8  magic                "SHRDWAL\0"
-//!      8     4  version              u32 little-endian, 2 (1 had no segment number in batches)
+//!      8     4  version              u32 little-endian, 3 (2 had no "synced through" in
+//!                                     batches, 1 no segment number)
 //!     12     4  first record offset  u32 little-endian, 64
 //!     16     8  segment number       u64 little-endian, the number in the file name
 //!     24     8  segment bytes        u64 little-endian, the size it was preallocated to
@@ -32,9 +33,10 @@ use std::path::{Path, PathBuf};
 pub const SEGMENT_HEADER_BYTES: usize = 64;
 /// The magic bytes a segment file starts with.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"SHRDWAL\0";
-/// The segment format version this code writes and reads. Version 2 added the segment number
-/// to every batch record, which recycling needs; version 1 logs are refused, not converted.
-pub const SEGMENT_VERSION: u32 = 2;
+/// The segment format version this code writes and reads. Version 3 added "synced through"
+/// to every batch record, which overlapping writes need; version 2 added the segment number,
+/// which recycling needs. Older logs are refused, not converted.
+pub const SEGMENT_VERSION: u32 = 3;
 
 /// A segment's header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -240,8 +240,8 @@ fn reads_verify_checksums_and_never_serve_a_corrupt_record() {
         // yet; one 81-byte group-state record after), the entries record's header, its first
         // index and count, and the entry's term, kind and length.
         let checkpoint = if number == 1 { 0 } else { 81 };
-        // The batch record: a 24-byte header and a 32-byte payload.
-        let record = 64 + 56 + checkpoint;
+        // The batch record: a 24-byte header and a 40-byte payload.
+        let record = 64 + 64 + checkpoint;
         let at = record + 24 + 12 + 13 + 2;
         let flip = |path: &std::path::Path| {
             use std::os::unix::fs::FileExt;

@@ -12,7 +12,8 @@
 //!            last index u64 (fields a flag does not announce are zero)
 //! Batch      body bytes u64, body checksum u32 (CRC-32C of the body), records u32,
 //!            sequence u64 (one more than the previous batch's), segment u64 (the number of
-//!            the segment the batch was written in)
+//!            the segment the batch was written in), synced through u64 (every batch with a
+//!            sequence at or below it was durable before this one was encoded)
 //! ```
 //!
 //! The batch's segment number is what makes a recycled segment file safe to append into: the
@@ -35,7 +36,7 @@ use crate::record::{
 use super::{HardState, LogRecord, WalEntry, WalError};
 
 /// The size of a `Batch` record's payload.
-pub const BATCH_PAYLOAD_BYTES: usize = 32;
+pub const BATCH_PAYLOAD_BYTES: usize = 40;
 /// The size of a `Batch` record, header included: what each batch adds to its body.
 pub const BATCH_RECORD_BYTES: usize = HEADER_BYTES + BATCH_PAYLOAD_BYTES;
 /// The bytes an `Entries` payload spends before its entries.
@@ -56,6 +57,12 @@ pub struct BatchHeader {
     pub sequence: u64,
     /// The number of the segment the batch was written in.
     pub segment: u64,
+    /// Every batch with a sequence at or below this one's was durable (its `fdatasync` had
+    /// completed) when this batch was encoded. Below `sequence - 1` only when the batch was
+    /// written while the one before it was still in flight (see "Overlapping writes" in the
+    /// WAL's docs): recovery then knows a damaged batch before this one may be a torn write
+    /// rather than corruption.
+    pub synced_through: u64,
 }
 
 impl BatchHeader {
@@ -67,6 +74,7 @@ impl BatchHeader {
         bytes[12..16].copy_from_slice(&self.records.to_le_bytes());
         bytes[16..24].copy_from_slice(&self.sequence.to_le_bytes());
         bytes[24..32].copy_from_slice(&self.segment.to_le_bytes());
+        bytes[32..40].copy_from_slice(&self.synced_through.to_le_bytes());
         bytes
     }
 
@@ -79,8 +87,12 @@ impl BatchHeader {
             records: reader.u32()?,
             sequence: reader.u64()?,
             segment: reader.u64()?,
+            synced_through: reader.u64()?,
         };
         reader.finish("batch record of the wrong size")?;
+        if header.synced_through >= header.sequence {
+            return Err("a batch synced through its own sequence or later");
+        }
         Ok(header)
     }
 }
@@ -830,17 +842,23 @@ mod tests {
         let mut entries = 1u64.to_le_bytes().to_vec();
         entries.extend_from_slice(&u32::MAX.to_le_bytes());
         assert!(decode_payload(RecordKind::Entries, &entries).is_err());
-        assert!(decode_payload(RecordKind::Batch, &[0; 32]).is_err());
-        assert!(BatchHeader::decode(&[0; 31]).is_err());
-        assert!(BatchHeader::decode(&[0; 33]).is_err());
+        assert!(decode_payload(RecordKind::Batch, &[0; 40]).is_err());
+        assert!(BatchHeader::decode(&[0; 39]).is_err());
+        assert!(BatchHeader::decode(&[0; 41]).is_err());
         let header = BatchHeader {
             body_bytes: 1,
             body_checksum: 2,
             records: 3,
             sequence: 4,
             segment: 5,
+            synced_through: 2,
         };
         assert_eq!(BatchHeader::decode(&header.to_bytes()), Ok(header));
+        let ahead = BatchHeader {
+            synced_through: 4,
+            ..header
+        };
+        assert!(BatchHeader::decode(&ahead.to_bytes()).is_err());
         let mut state = [0u8; GROUP_STATE_BYTES];
         state[0] = 8;
         assert!(

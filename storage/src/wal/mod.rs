@@ -41,15 +41,33 @@
 //! buffer: the caller encodes batch k+1 while batch k's write and sync run, which is where an
 //! append's CPU time went before (encoding, checksums and copies in series with the disk).
 //!
-//! The disk still sees **one write and sync at a time**: k+1's write goes out only once k's
-//! `fdatasync` has completed (from whichever of `submit`, `poll` or `wait` sees that first).
-//! Two reasons. k+1 starts by rewriting k's partial last block; two writes of one block in
-//! flight may land in either order and leave k's older copy over k+1's. And more: were k+1
-//! written while k was unsynced, a power cut could keep k+1 and lose part of k, and recovery,
-//! finding a later batch of the segment past a bad one, would take that for corruption and
-//! refuse to start. Serial writes keep the rule recovery relies on: no batch is on disk after
-//! one that is not. The same holds across a rotation: k+1 may go into a new segment while k is
-//! still being written to the old one (whose file stays open until k completes).
+//! # Overlapping writes
+//! Batch k+1's write and `fdatasync` go out **while k's are still in flight** when k+1 is
+//! submitted before k is durable: a node under load then waits for one `fdatasync` period per
+//! batch, not for the rest of the previous one's and then its own. Two things had kept writes
+//! serial, and each has its answer:
+//! - k+1 would start by rewriting k's partial last block, and two writes of one block in
+//!   flight may land in either order. So a batch submitted while an earlier one is not
+//!   durable is placed on **fresh blocks**, where the earlier batch's write ends (after its
+//!   end mark and padding): no block is in two writes at once. Recovery, at the end mark
+//!   after a batch, looks at the block boundary where such a batch would start, and goes on
+//!   there when it finds this segment's next batch (exactly the next sequence). It costs up
+//!   to a block of segment space per overlapped batch, only under load.
+//! - A power cut could keep k+1 and lose part of k, and recovery, finding a later batch of the
+//!   segment past a damaged one, took that for corruption. So every batch records **synced
+//!   through**: the highest sequence durable when it was encoded. A later batch whose synced
+//!   through is below the damaged batch's sequence was written while that one was in flight;
+//!   neither was acknowledged (batches are acknowledged in order), so the damage is a torn
+//!   tail, and both are cut off; recovery also zeroes the discarded batches, so that a later
+//!   batch ending where they start never leads a scan into them. A later batch whose synced
+//!   through reaches the damaged one proves it was durable: corruption, refused as before.
+//!   The price: damage in the last two batches of the log (the second-to-last too, when the
+//!   last overlapped it) reads as a torn tail, where before only the last one's did.
+//!
+//! A batch that opens a new segment still waits until every earlier one is durable, so a
+//! sealed segment is always whole (recovery's rule for sealed segments is unchanged); k+1 may
+//! be encoded into the new segment while k is written to the old one (whose file stays open
+//! until k completes).
 //!
 //! Batches are reported in the order they were submitted: k+1 never before k, and waiting for
 //! k+1 first completes k too. A failed write or `fdatasync` of batch k poisons the WAL; k
@@ -345,6 +363,9 @@ pub struct AppendStats {
     pub bytes_written: u64,
     /// `fdatasync` calls on the data (one for any non-empty batch).
     pub fdatasyncs: u32,
+    /// Whether the batch was placed on fresh blocks, so that its write could go out while an
+    /// earlier batch's was still in flight (see Overlapping writes).
+    pub overlapped: bool,
     /// Whether the batch went into a new segment.
     pub rotated: bool,
     /// Whether the new segment (when `rotated`) reused a deleted segment's file rather than a
@@ -478,6 +499,13 @@ struct OpenSegment {
     capacity_bytes: u64,
     /// Where the next batch goes; 0 when the segment has no header yet.
     write_pos: u64,
+    /// Where the last write into it ends (a block boundary; its end mark and padding before
+    /// it): where a batch that overlaps that write starts.
+    write_end: u64,
+    /// The sequence of its first batch, which carries its header (0: recovered, durable). No
+    /// batch overlaps that one's write: a segment whose header is lost while a later batch of
+    /// it survives would read as corrupt.
+    first_sequence: u64,
     /// The bytes from the last block boundary at or before `write_pos` up to it: written and
     /// acknowledged, and rewritten identically at the start of the next write.
     tail: Vec<u8>,
@@ -506,6 +534,8 @@ pub struct Wal {
     open: OpenSegment,
     index: Index,
     next_sequence: u64,
+    /// The highest batch sequence known durable: a new batch's synced through.
+    durable_sequence: u64,
     poisoned: bool,
     /// Whether a segment may have become deletable since the last check.
     deletion_due: bool,
@@ -532,6 +562,10 @@ pub struct Ticket(u64);
 /// A batch between [`Wal::submit`] and its claim.
 struct Pending {
     ticket: u64,
+    /// Its batch sequence (0 for a batch with nothing to write).
+    sequence: u64,
+    /// Placed on fresh blocks: its write may go out while earlier ones are in flight.
+    overlaps: bool,
     /// The segment it is written in, and that segment's `O_DIRECT` file: held open here until
     /// the write and its `fdatasync` completed, also when a later batch rotated away from it
     /// (a closed descriptor under a queued `fdatasync` could name another file by then).
@@ -718,9 +752,18 @@ impl Wal {
             return Ok(Ticket(ticket));
         }
         let mut stats = AppendStats::default();
+        // Collect completions first: a batch found durable now needs no overlap.
+        self.advance(None);
+        let overlap = self.open.write_pos > 0
+            && self.durable_sequence >= self.open.first_sequence
+            && self.pending.iter().any(|p| !p.is_done());
+        let start = if overlap {
+            self.open.write_end
+        } else {
+            self.open.write_pos
+        };
         let fits = self.open.write_pos > 0
-            && self.open.write_pos + (BATCH_RECORD_BYTES + records_bytes) as u64
-                <= self.open.capacity_bytes;
+            && start + (BATCH_RECORD_BYTES + records_bytes) as u64 <= self.open.capacity_bytes;
         let checkpoint = if fits {
             Checkpoint::Without
         } else {
@@ -748,7 +791,10 @@ impl Wal {
             }
         };
         // Nothing fails from here on: the batch is encoded, applied and queued.
-        let (buf, mut pending) = self.encode_batch(batch, checkpoint, records_bytes, ticket);
+        let overlap = fits && overlap;
+        let (buf, mut pending) =
+            self.encode_batch(batch, checkpoint, records_bytes, ticket, overlap);
+        stats.overlapped = overlap;
         stats.records = pending.stats.records;
         stats.log_bytes = pending.stats.log_bytes;
         stats.bytes_written = pending.stats.bytes_written;
@@ -1038,6 +1084,8 @@ impl Wal {
     fn pending_at_end(&self, ticket: u64, state: PendingState) -> Pending {
         Pending {
             ticket,
+            sequence: 0,
+            overlaps: false,
             segment: self.open.number,
             file: Arc::clone(&self.open.direct),
             write_offset: self.open.write_pos,
@@ -1059,10 +1107,18 @@ impl Wal {
         checkpoint: Checkpoint,
         records_bytes: usize,
         ticket: u64,
+        overlap: bool,
     ) -> (AlignedBuf, Pending) {
         let open = &self.open;
         debug_assert_eq!(open.tail.len() as u64, open.write_pos % BLOCK_BYTES as u64);
-        let write_offset = open.write_pos - open.tail.len() as u64;
+        // Overlapping an earlier write: fresh blocks where it ends, nothing rewritten.
+        let tail: &[u8] = if overlap { &[] } else { &open.tail };
+        let start = if overlap {
+            open.write_end
+        } else {
+            open.write_pos
+        };
+        let write_offset = start - tail.len() as u64;
         let checkpoint_bytes = match checkpoint {
             Checkpoint::With { bytes } => bytes,
             Checkpoint::Without => 0,
@@ -1070,7 +1126,7 @@ impl Wal {
         let mut buf = self.free_bufs.pop().unwrap_or_default();
         buf.clear();
         buf.reserve(
-            open.tail.len()
+            tail.len()
                 + SEGMENT_HEADER_BYTES
                 + BATCH_RECORD_BYTES
                 + checkpoint_bytes
@@ -1078,8 +1134,8 @@ impl Wal {
                 + END_MARK_BYTES
                 + BLOCK_BYTES,
         );
-        buf.extend_from_slice(&open.tail);
-        let mut position = open.write_pos;
+        buf.extend_from_slice(tail);
+        let mut position = start;
         if position == 0 {
             let header = SegmentHeader::new(open.number, open.capacity_bytes);
             buf.extend_from_slice(&header.to_bytes());
@@ -1109,6 +1165,7 @@ impl Wal {
             records: encoded.records,
             sequence: self.next_sequence,
             segment: open.number,
+            synced_through: self.durable_sequence,
         };
         buf.as_mut_slice()[batch_at..body_start].copy_from_slice(&batch_record_bytes(header));
         let end = batch_offset + (BATCH_RECORD_BYTES + encoded.bytes) as u64;
@@ -1133,10 +1190,12 @@ impl Wal {
         });
         let pending = Pending {
             ticket,
+            sequence: self.next_sequence,
+            overlaps: overlap,
             segment: open.number,
             file: Arc::clone(&open.direct),
             write_offset,
-            log_range: open.write_pos..end,
+            log_range: start..end,
             stats: AppendStats {
                 records: u64::from(encoded.records),
                 log_bytes: end - open.write_pos,
@@ -1153,6 +1212,10 @@ impl Wal {
             .tail
             .extend_from_slice(&buf.as_slice()[tail_start..tail_end]);
         self.open.write_pos = end;
+        self.open.write_end = write_offset + buf.len() as u64;
+        if start == 0 {
+            self.open.first_sequence = self.next_sequence;
+        }
         self.next_sequence += 1;
         (buf, pending)
     }
@@ -1166,13 +1229,12 @@ impl Wal {
     }
 
     /// Moves the submitted batches along, oldest first: sends out the write of an encoded
-    /// batch once every earlier one is durable, and collects completed writes. Blocks only
-    /// for batches up to ticket `wait_for`.
-    ///
-    /// One batch's write is on the disk at a time: the next goes out only once the earlier
-    /// one's `fdatasync` has completed (see Pipelined appends in the module docs).
+    /// batch once every earlier one is durable, or at once when it was placed to overlap
+    /// them (see Overlapping writes in the module docs), and collects completed writes, in
+    /// order. Blocks only for batches up to ticket `wait_for`.
     fn advance(&mut self, wait_for: Option<u64>) {
         while let Some(i) = self.pending.iter().position(|p| !p.is_done()) {
+            self.start_overlapping_writes(i);
             let placeholder = PendingState::Done(Err(WalError::Poisoned));
             let state = std::mem::replace(&mut self.pending[i].state, placeholder);
             self.pending[i].state = match state {
@@ -1197,6 +1259,30 @@ impl Wal {
                 }
                 PendingState::Done(_) => unreachable!("found not done"),
             };
+        }
+    }
+
+    /// Sends out the writes of the encoded batches after `first` (the oldest not durable)
+    /// that were placed to overlap it, in order, while every batch before each is in flight.
+    fn start_overlapping_writes(&mut self, first: usize) {
+        if !matches!(self.pending[first].state, PendingState::Writing { .. }) {
+            return;
+        }
+        for j in first + 1..self.pending.len() {
+            let ready = self.pending[j].overlaps && !self.poisoned;
+            match &self.pending[j].state {
+                PendingState::Encoded(_) if ready => {
+                    let placeholder = PendingState::Done(Err(WalError::Poisoned));
+                    let PendingState::Encoded(buf) =
+                        std::mem::replace(&mut self.pending[j].state, placeholder)
+                    else {
+                        unreachable!("matched above")
+                    };
+                    self.pending[j].state = self.start_write(j, buf);
+                }
+                PendingState::Encoded(_) => return,
+                PendingState::Writing { .. } | PendingState::Done(_) => {}
+            }
         }
     }
 
@@ -1274,6 +1360,7 @@ impl Wal {
         if let Err((step, error)) = result {
             return Err(self.poison(i, step, error));
         }
+        self.durable_sequence = self.durable_sequence.max(self.pending[i].sequence);
         let mut stats = self.pending[i].stats.clone();
         if let Some(below) = self.pending[i].deletable_below {
             stats.segments_deleted = self.delete_segments_below(below)?;
@@ -1314,6 +1401,8 @@ impl Wal {
             read,
             capacity_bytes: self.config.segment_bytes,
             write_pos: 0,
+            write_end: 0,
+            first_sequence: 0,
             tail: Vec::new(),
         };
         let sealed = std::mem::replace(&mut self.open, next);

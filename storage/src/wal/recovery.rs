@@ -52,6 +52,9 @@ struct Scanned {
     end: usize,
     /// The torn tail cut off at `end`, if any.
     torn: Option<Damage>,
+    /// Where the last batch written past the torn one ends, when batches that overlapped it
+    /// were found (cut off too, and zeroed at reopening; see `end_of_log`).
+    discard_end: Option<usize>,
     /// The records applied (batch envelopes not counted).
     records: u64,
     /// The size the segment's header says it was made with, when it has a header.
@@ -185,6 +188,8 @@ pub fn open(
         open,
         index,
         next_sequence: sequence.map_or(1, |s| s + 1),
+        // Every batch found is durable now: `reopen_last` synced the last segment.
+        durable_sequence: sequence.unwrap_or(0),
         poisoned: false,
         deletion_due: true,
         spare: None,
@@ -441,7 +446,16 @@ fn scan_segment(
     let mut offset = SEGMENT_HEADER_BYTES;
     let mut records = 0;
     loop {
-        let (batch, body_start, body) = match read_batch(bytes, offset, number, segment_bytes) {
+        let read = match read_batch(bytes, offset, number, segment_bytes) {
+            Err(Stop::End) => overlapping_batch(bytes, offset, number, segment_bytes, *sequence)
+                .map(|(at, batch)| {
+                    offset = at;
+                    batch
+                })
+                .ok_or(Stop::End),
+            read => read,
+        };
+        let (batch, body_start, body) = match read {
             Ok(batch) => batch,
             Err(stop) => {
                 let scanned = (records, segment_bytes);
@@ -463,6 +477,34 @@ fn scan_segment(
     }
 }
 
+/// At the end mark at `offset`: the batch that overlapped the previous write, if one was
+/// written. It starts where that write ended, at the block boundary past the end mark, and is
+/// this segment's next batch: exactly the sequence after `sequence` (see Overlapping writes
+/// in the WAL's docs). Anything else there (zeros, a recycled file's earlier log, a batch
+/// discarded by an earlier recovery) is not the log.
+fn overlapping_batch(
+    bytes: &[u8],
+    offset: usize,
+    number: u64,
+    segment_bytes: u64,
+    sequence: Option<u64>,
+) -> Option<(usize, ReadBatch<'_>)> {
+    let previous = sequence?;
+    let room = usize::try_from(segment_bytes).map_or(usize::MAX, |b| b.saturating_sub(offset));
+    let at = (offset + room.min(END_MARK_BYTES)).next_multiple_of(BLOCK_BYTES);
+    // A file cut short (a crash while it was being made) may end before that boundary.
+    if at <= offset || at >= bytes.len() {
+        return None;
+    }
+    match read_batch(bytes, at, number, segment_bytes) {
+        Ok(batch) if batch.0.sequence == previous + 1 => Some((at, batch)),
+        _ => None,
+    }
+}
+
+/// A batch [`read_batch`] found whole: its record, where its body starts, and the body.
+type ReadBatch<'a> = (BatchHeader, usize, &'a [u8]);
+
 /// Why the scan of a segment's batches stopped; see the module docs.
 enum Stop {
     /// The end mark, or no room for another batch.
@@ -480,7 +522,7 @@ fn read_batch(
     offset: usize,
     number: u64,
     segment_bytes: u64,
-) -> Result<(BatchHeader, usize, &[u8]), Stop> {
+) -> Result<ReadBatch<'_>, Stop> {
     let room = usize::try_from(segment_bytes).map_or(usize::MAX, |b| b.saturating_sub(offset));
     if room < BATCH_RECORD_BYTES {
         return Err(Stop::End);
@@ -562,18 +604,40 @@ fn end_of_log(
         Stop::End => None,
         Stop::Damaged(reason) => Some(reason),
     };
-    if let Some(later) = find_batch(bytes, offset + 1, number, sequence.unwrap_or(0)) {
-        let what = reason.unwrap_or(DamageReason::WrittenAfterHole);
-        return Err((
-            offset,
-            format!("{what}; a later batch of this segment follows at offset {later}"),
-        ));
+    let last = sequence.unwrap_or(0);
+    let mut discard_end = None;
+    let mut from = offset + 1;
+    while let Some(later) = find_batch(bytes, from, number, last) {
+        let batch = batch_at(bytes, later);
+        // Written while the batch due here was in flight: it and that one were never
+        // acknowledged, and a crash may keep either. Past the last segment's end only.
+        let overlapped = batch.synced_through <= last && state == SegmentState::Open;
+        if !overlapped {
+            let what = reason.unwrap_or(DamageReason::WrittenAfterHole);
+            return Err((
+                offset,
+                format!(
+                    "{what}; a later batch of this segment (synced through {}) follows at \
+                     offset {later}",
+                    batch.synced_through
+                ),
+            ));
+        }
+        let end = later + BATCH_RECORD_BYTES;
+        let end = usize::try_from(batch.body_bytes).map_or(bytes.len(), |b| end.saturating_add(b));
+        discard_end = Some(end.min(bytes.len()));
+        from = later + 1;
     }
+    let reason = match (reason, discard_end) {
+        (None, Some(_)) => Some(DamageReason::WrittenAfterHole),
+        (reason, _) => reason,
+    };
     let segment_bytes = Some(segment_bytes);
     match (reason, state) {
         (None, _) if offset > SEGMENT_HEADER_BYTES => Ok(Scanned {
             end: offset,
             torn: None,
+            discard_end: None,
             records,
             segment_bytes,
         }),
@@ -588,6 +652,7 @@ fn end_of_log(
                 Damage { offset, reason },
                 records,
                 segment_bytes,
+                discard_end,
             ))
         }
         (None, SegmentState::Sealed) => {
@@ -598,6 +663,7 @@ fn end_of_log(
             Damage { offset, reason },
             records,
             segment_bytes,
+            discard_end,
         )),
         (Some(reason), SegmentState::Sealed) => Err((offset, reason.to_string())),
     }
@@ -636,6 +702,7 @@ fn scan_headerless(
     Ok(Scanned {
         end: 0,
         torn: reason.map(|reason| Damage { offset: 0, reason }),
+        discard_end: None,
         records: 0,
         segment_bytes: None,
     })
@@ -674,6 +741,12 @@ pub fn find_batch(bytes: &[u8], from: usize, number: u64, after_sequence: u64) -
     None
 }
 
+/// The batch record at `at`, which [`find_batch`] found whole and checked.
+fn batch_at(bytes: &[u8], at: usize) -> BatchHeader {
+    let payload = &bytes[at + HEADER_BYTES..at + BATCH_RECORD_BYTES];
+    BatchHeader::decode(payload).expect("find_batch checked it")
+}
+
 /// Whether any byte of `word` may be `byte` (no false negatives; rare false positives).
 fn has_byte(word: u64, byte: u8) -> bool {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
@@ -708,7 +781,13 @@ fn is_batch_of(bytes: &[u8], number: u64, after_sequence: u64) -> bool {
 /// The log ends at a torn batch at `offset`. The first batch of a segment goes out in one
 /// write with the segment's header: when it is torn, so is the header, and the segment starts
 /// afresh from offset 0.
-fn torn_at(offset: usize, damage: Damage, records: u64, segment_bytes: Option<u64>) -> Scanned {
+fn torn_at(
+    offset: usize,
+    damage: Damage,
+    records: u64,
+    segment_bytes: Option<u64>,
+    discard_end: Option<usize>,
+) -> Scanned {
     let offset = if offset == SEGMENT_HEADER_BYTES {
         0
     } else {
@@ -717,6 +796,7 @@ fn torn_at(offset: usize, damage: Damage, records: u64, segment_bytes: Option<u6
     Scanned {
         end: offset,
         torn: Some(Damage { offset, ..damage }),
+        discard_end,
         records,
         segment_bytes,
     }
@@ -845,10 +925,25 @@ fn reopen_last(
         file.sync_all()
             .map_err(|e| wal_io_error("fsync truncated segment", &path, e))?;
     } else if scanned.torn.is_some() {
-        write_end_mark(&direct, end, &tail, capacity_bytes)
-            .and_then(|()| direct.sync_data())
+        let marked = write_end_mark(&direct, end, &tail, capacity_bytes)
             .map_err(|e| wal_io_error("write end mark over torn tail", &path, e))?;
+        // Batches written past the torn one are cut off too: zero them, so that no later
+        // scan meets them where an overlapping batch could start (see `overlapping_batch`).
+        if let Some(discard_end) = scanned.discard_end {
+            let to = (discard_end as u64)
+                .next_multiple_of(BLOCK_BYTES as u64)
+                .min(capacity_bytes);
+            if to > marked {
+                write_zeros(&direct, marked, to)
+                    .map_err(|e| wal_io_error("zero batches past torn tail", &path, e))?;
+            }
+        }
     }
+    // Whatever the last life wrote is durable before anything new says it is (a new batch's
+    // synced through counts every batch found here).
+    direct
+        .sync_data()
+        .map_err(|e| wal_io_error("fdatasync recovered segment", &path, e))?;
     Ok(OpenSegment {
         number,
         path,
@@ -856,23 +951,27 @@ fn reopen_last(
         read: file,
         capacity_bytes,
         write_pos: end,
+        write_end: end.next_multiple_of(BLOCK_BYTES as u64).min(capacity_bytes),
+        first_sequence: 0,
         tail,
     })
 }
 
 /// Writes `tail` (the log's bytes from the block boundary before `end` up to it) and the end
-/// mark after it, padded with zeros to whole blocks, at the block boundary before `end`.
-fn write_end_mark(direct: &File, end: u64, tail: &[u8], capacity_bytes: u64) -> io::Result<()> {
+/// mark after it, padded with zeros to whole blocks, at the block boundary before `end`;
+/// returns where that write ends.
+fn write_end_mark(direct: &File, end: u64, tail: &[u8], capacity_bytes: u64) -> io::Result<u64> {
     let mark = (capacity_bytes - end).min(END_MARK_BYTES as u64) as usize;
     let mut buf = AlignedBuf::new();
     buf.extend_from_slice(tail);
     buf.extend_from_slice(&[0u8; END_MARK_BYTES][..mark]);
+    let start = end - tail.len() as u64;
     if buf.is_empty() {
-        return Ok(());
+        return Ok(start);
     }
     buf.pad_to_block();
-    let start = end - tail.len() as u64;
-    std::os::unix::fs::FileExt::write_all_at(direct, buf.as_slice(), start)
+    std::os::unix::fs::FileExt::write_all_at(direct, buf.as_slice(), start)?;
+    Ok(start + buf.len() as u64)
 }
 
 fn new_first_segment(dir: &Path, config: &WalConfig) -> Result<OpenSegment, WalError> {
@@ -886,6 +985,8 @@ fn new_first_segment(dir: &Path, config: &WalConfig) -> Result<OpenSegment, WalE
         read,
         capacity_bytes: config.segment_bytes,
         write_pos: 0,
+        write_end: 0,
+        first_sequence: 0,
         tail: Vec::new(),
     })
 }
@@ -916,6 +1017,7 @@ mod tests {
             records: 0,
             sequence,
             segment,
+            synced_through: sequence - 1,
         };
         let mut out = Vec::new();
         encode_record(0, RecordKind::Batch, &header.to_bytes(), &mut out).unwrap();
@@ -931,14 +1033,18 @@ mod tests {
         let noise: Vec<u8> = (0..3000u32).map(|i| (i * 7 + i / 13) as u8).collect();
         for background in [vec![0u8; 3000], noise] {
             assert_eq!(find_batch(&background, 0, 9, 0), None);
-            for at in (0..background.len() - 56).step_by(37) {
+            for at in (0..background.len() - BATCH_RECORD_BYTES).step_by(37) {
                 let mut bytes = background.clone();
-                bytes[at..at + 56].copy_from_slice(&batch_record(9, 5));
+                bytes[at..at + BATCH_RECORD_BYTES].copy_from_slice(&batch_record(9, 5));
                 assert_eq!(find_batch(&bytes, 0, 9, 4), Some(at), "at {at}");
                 assert_eq!(find_batch(&bytes, at + 1, 9, 4), None, "past it");
                 assert_eq!(find_batch(&bytes, 0, 9, 5), None, "not later");
                 assert_eq!(find_batch(&bytes, 0, 10, 0), None, "another segment");
-                assert_eq!(find_batch(&bytes[..at + 55], 0, 9, 0), None, "cut");
+                assert_eq!(
+                    find_batch(&bytes[..at + BATCH_RECORD_BYTES - 1], 0, 9, 0),
+                    None,
+                    "cut"
+                );
                 bytes[at + 30] ^= 1;
                 assert_eq!(find_batch(&bytes, 0, 9, 0), None, "a flipped bit");
             }
