@@ -1,6 +1,7 @@
 //! The `shardcore` binary. `shardcore server` runs a node, `shardcore kv get|put|append|delete|cas`
-//! is the command-line client, and `shardcore cluster local --nodes 3` starts a local cluster
-//! of server processes (their code lives in `shardcore::node::cli`). `shardcore sim` runs a simulated cluster from
+//! is the command-line client, `shardcore ctl join|leave|move|query` the shard controller's,
+//! and `shardcore cluster local --nodes 3` starts a local cluster of server processes (their
+//! code lives in `shardcore::node::cli`). `shardcore sim` runs a simulated cluster from
 //! one seed under a steady proposal load (and, with `--faults`, random partitions, disconnects,
 //! crashes and restarts), prints its trace and a summary, and exits non-zero with `SEED=<n>`
 //! when a safety invariant or the final liveness check fails. The same seed prints the same
@@ -58,6 +59,9 @@ enum Command {
     Server(shardcore::node::cli::ServerArgs),
     /// One KV operation against a cluster (exit 0 done, 1 not found / not swapped, 2 failed).
     Kv(shardcore::node::cli::KvArgs),
+    /// One shard controller operation: `ctl join|leave|move|query` (exit 0 done, 1 refused,
+    /// 2 usage, 3 no answer).
+    Ctl(shardcore::node::cli::CtlArgs),
     /// Local clusters: `cluster local --nodes 3` starts one on 127.0.0.1.
     #[command(subcommand)]
     Cluster(shardcore::node::cli::ClusterCommand),
@@ -158,6 +162,7 @@ fn main() -> ExitCode {
         Command::CheckHistory(args) => check_history(&args),
         Command::Server(args) => shardcore::node::cli::server(&args),
         Command::Kv(args) => shardcore::node::cli::kv(args),
+        Command::Ctl(args) => shardcore::node::cli::ctl(args),
         Command::Cluster(command) => shardcore::node::cli::cluster(command),
         Command::Workload(args) => shardcore::node::cli::workload(args),
         Command::Mr(command) => command.run(),

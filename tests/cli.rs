@@ -112,3 +112,51 @@ fn sim_replays_a_seed() {
     assert!(first.len() > 10);
     assert_eq!(first, run());
 }
+
+/// A loopback address nothing listens on: bound to find a free port, then released.
+fn dead_endpoint() -> String {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a probe port");
+    let addr = probe.local_addr().expect("probe address");
+    drop(probe);
+    addr.to_string()
+}
+
+/// `shardcore ctl` exit codes without a cluster: bad arguments exit 2 with the reason on
+/// stderr (a missing operand, a malformed `--replica`, the controller's own reserved group id,
+/// `--cores 0`), and a cluster that does not answer exits 3 once the timeout passes, naming it.
+/// Refusals (exit 1) and successes (exit 0) need a cluster: `tests/cluster_shardctl.rs`.
+#[test]
+fn ctl_usage_and_unreachable_exit_codes() {
+    let endpoint = dead_endpoint();
+    let ctl = |args: &[&str]| {
+        let out = shardcore()
+            .args(["ctl", "--timeout-secs", "1", "--endpoints", &endpoint])
+            .args(args)
+            .output()
+            .expect("runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for (args, says) in [
+        (&["join"][..], "required"),
+        (&["move", "1"][..], "required"),
+        (&["join", "1", "--replica", "1:x"][..], "NODE or NODE:CORE"),
+        (&["join", "18446744073709551615"][..], "reserved"),
+        (&["join", "1", "--cores", "0"][..], "--cores"),
+        (&["query", "latest"][..], "invalid value"),
+    ] {
+        let (code, out, err) = ctl(args);
+        assert_eq!(code, Some(2), "{args:?}: {out}{err}");
+        assert!(out.is_empty(), "{args:?} printed {out:?}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    let (code, out, err) = ctl(&["query"]);
+    assert_eq!(code, Some(3), "{out}{err}");
+    assert!(err.contains("no answer within 1 s"), "{err}");
+    let (code, _, err) = ctl(&["join", "7", "--replica", "1:0"]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("a change may still take effect"), "{err}");
+}

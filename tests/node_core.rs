@@ -11,11 +11,12 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 use shardcore::kv::{Consistency, KvError, KvServerConfig, Op, Reply, Request, Response};
-use shardcore::node::core::{CoreConfig, CoreNode};
+use shardcore::node::core::{CoreConfig, CoreNode, HostedRequest, HostedResponse, ServiceKind};
 use shardcore::node::disk::CoreDisk;
-use shardcore::node::placement::group_for_key;
-use shardcore::raft::{Config, Message, NodeId};
+use shardcore::node::placement::{group_for_key, CONTROLLER_GROUP};
+use shardcore::raft::{Config, GroupId, Message, NodeId};
 use shardcore::rng::Rng;
+use shardcore::shardctl::{CtlError, CtlOp, CtlReply, CtlRequest, CtlSettings, Replica};
 use shardcore_storage::WalConfig;
 
 const GROUPS: u64 = 4;
@@ -52,7 +53,7 @@ struct World {
     rng: Rng,
     nodes: BTreeMap<NodeId, Node>,
     wire: Vec<Message>,
-    replies: Vec<(u64, Response)>,
+    replies: Vec<(u64, HostedResponse)>,
     now_ms: u64,
     batches: u64,
     batched_groups_max: usize,
@@ -77,6 +78,7 @@ fn core_config(node: NodeId, seed: u64) -> CoreConfig {
             max_raft_state_bytes: Some(8 << 10),
             ..KvServerConfig::default()
         },
+        ctl: CtlSettings { shards: 10 },
         seed: seed ^ node,
     }
 }
@@ -101,7 +103,8 @@ impl World {
     }
 
     fn start(&mut self, node: NodeId) {
-        let groups: Vec<u64> = (1..=GROUPS).collect();
+        let mut groups: Vec<u64> = (1..=GROUPS).collect();
+        groups.push(CONTROLLER_GROUP);
         let dir = self.dir.join(format!("n{node}"));
         let (disk, boots) = CoreDisk::open(&dir, 0, &groups, wal_config())
             .unwrap_or_else(|e| panic!("SEED={} node {node} recovery: {e}", self.seed));
@@ -180,6 +183,15 @@ impl World {
     /// "wrong leader" or "timeout", within a bounded number of ticks.
     fn call(&mut self, key: &[u8], request: Request) -> Result<Reply, KvError> {
         let group = group_for_key(key, GROUPS);
+        match self.call_hosted(group, HostedRequest::Kv(request)) {
+            HostedResponse::Kv(Response { result, .. }) => result,
+            other => panic!("SEED={} a KV request answered {other:?}", self.seed),
+        }
+    }
+
+    /// Sends `request` to `group`'s leader until it is answered with something other than
+    /// "wrong leader" or "timeout", within a bounded number of ticks.
+    fn call_hosted(&mut self, group: GroupId, request: HostedRequest) -> HostedResponse {
         let token = self.rng.next_u64();
         for _attempt in 0..400 {
             let Some(leader) = self.leader(group) else {
@@ -190,15 +202,29 @@ impl World {
                 .get_mut(&leader)
                 .expect("leader is up")
                 .core
-                .on_request(group, token, request.clone());
+                .on_hosted_request(group, token, request.clone());
             for _ in 0..60 {
                 self.round();
                 if let Some(pos) = self.replies.iter().position(|(t, _)| *t == token) {
                     let (_, response) = self.replies.remove(pos);
-                    match response.result {
-                        Err(KvError::WrongLeader { .. } | KvError::Timeout) => break,
-                        result => return result,
+                    let retry = match &response {
+                        HostedResponse::Kv(r) => {
+                            matches!(
+                                r.result,
+                                Err(KvError::WrongLeader { .. } | KvError::Timeout)
+                            )
+                        }
+                        HostedResponse::Ctl(r) => {
+                            matches!(
+                                r.result,
+                                Err(CtlError::WrongLeader { .. } | CtlError::Timeout)
+                            )
+                        }
+                    };
+                    if retry {
+                        break;
                     }
+                    return response;
                 }
                 self.tick();
             }
@@ -216,6 +242,20 @@ impl World {
         match self.call(key, request) {
             Ok(Reply::Registered { client }) => client,
             other => panic!("SEED={} register: {other:?}", self.seed),
+        }
+    }
+
+    /// One controller operation in session `client` with sequence `seq`.
+    fn ctl(&mut self, client: u64, seq: u64, op: CtlOp) -> Result<CtlReply, CtlError> {
+        let request = CtlRequest {
+            client,
+            seq,
+            op,
+            consistency: Consistency::Linearizable,
+        };
+        match self.call_hosted(CONTROLLER_GROUP, HostedRequest::Ctl(request)) {
+            HostedResponse::Ctl(response) => response.result,
+            other => panic!("SEED={} a controller request answered {other:?}", self.seed),
         }
     }
 }
@@ -320,6 +360,133 @@ fn acknowledged_writes_survive_crashes_and_compaction() {
         assert!(
             segments.iter().all(|&s| s <= 6),
             "SEED={seed} compaction did not bound the log: segments {segments:?}"
+        );
+    }
+}
+
+/// The controller's group is hosted beside the KV groups on the same core and WAL: joins and
+/// leaves interleaved with crashes of one node and of every node make consecutive configs, a
+/// retry of an applied change (same sequence) is answered from the session table instead of
+/// making another config, snapshots cover the controller's log, and every historical config
+/// survives. A KV request sent to the controller's group is refused, not misapplied.
+#[test]
+fn controller_group_is_hosted_and_durable() {
+    for seed in seeds(3) {
+        let tmp = TempDir::new("ctl", seed);
+        let mut world = World::new(seed, tmp.0.clone());
+        let node = world.nodes.values().next().expect("a node");
+        assert_eq!(
+            node.core.service(CONTROLLER_GROUP).map(|s| s.kind()),
+            Some(ServiceKind::Ctl)
+        );
+        assert_eq!(
+            node.core.service(1).map(|s| s.kind()),
+            Some(ServiceKind::Kv)
+        );
+        let client = match world.ctl(0, 0, CtlOp::Register) {
+            Ok(CtlReply::Registered { client }) => client,
+            other => panic!("SEED={seed} register: {other:?}"),
+        };
+        let mut history = Vec::new();
+        // Twelve replicas a group make each join entry a few hundred bytes, so the controller's
+        // log passes the 8 KiB snapshot bound well within the run.
+        let replicas: Vec<Replica> = (1..=12).map(Replica::on).collect();
+        for i in 1..=60u64 {
+            let group = 100 + i;
+            let op = if i % 3 == 0 {
+                CtlOp::Leave {
+                    groups: vec![group - 1],
+                }
+            } else {
+                CtlOp::Join {
+                    groups: BTreeMap::from([(group, replicas.clone())]),
+                }
+            };
+            match world.ctl(client, i, op.clone()) {
+                Ok(CtlReply::Changed { num }) => assert_eq!(num, i, "SEED={seed} op {i}"),
+                other => panic!("SEED={seed} op {i}: {other:?}"),
+            }
+            // The same sequence again is a retry: answered, never applied twice.
+            match world.ctl(client, i, op) {
+                Ok(CtlReply::Changed { num }) => assert_eq!(num, i, "SEED={seed} retry {i}"),
+                other => panic!("SEED={seed} retry {i}: {other:?}"),
+            }
+            match world.ctl(client, 0, CtlOp::latest()) {
+                Ok(CtlReply::Config(config)) => {
+                    assert_eq!(config.num, i, "SEED={seed}");
+                    assert!(config.is_balanced(), "SEED={seed} {config:?}");
+                    history.push(config);
+                }
+                other => panic!("SEED={seed} query: {other:?}"),
+            }
+            if i % 20 == 10 {
+                let victim = 1 + world.rng.range(0, NODES);
+                world.crash(victim);
+                for _ in 0..30 {
+                    world.tick();
+                }
+                world.start(victim);
+            }
+            if i % 25 == 24 {
+                for node in 1..=NODES {
+                    world.crash(node);
+                }
+                for node in 1..=NODES {
+                    world.start(node);
+                }
+            }
+        }
+        for config in &history {
+            match world.ctl(client, 0, CtlOp::Query { num: config.num }) {
+                Ok(CtlReply::Config(got)) => assert_eq!(&got, config, "SEED={seed}"),
+                other => panic!("SEED={seed} query {}: {other:?}", config.num),
+            }
+        }
+        let kv_at_controller = Request {
+            client: 0,
+            seq: 0,
+            op: Op::Register,
+            consistency: Consistency::Linearizable,
+        };
+        let leader = world.leader(CONTROLLER_GROUP).unwrap_or(1);
+        let token = world.rng.next_u64();
+        world
+            .nodes
+            .get_mut(&leader)
+            .expect("up")
+            .core
+            .on_hosted_request(CONTROLLER_GROUP, token, HostedRequest::Kv(kv_at_controller));
+        world.round();
+        let refused = world.replies.iter().find(|(t, _)| *t == token);
+        assert!(
+            matches!(
+                refused,
+                Some((
+                    _,
+                    HostedResponse::Kv(Response {
+                        result: Err(KvError::WrongLeader { leader: 0 }),
+                        ..
+                    })
+                ))
+            ),
+            "SEED={seed} {refused:?}"
+        );
+        let snapshots = (1..=NODES)
+            .flat_map(|node| {
+                std::fs::read_dir(tmp.0.join(format!("n{node}/core-0/snap")))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+            })
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!("snap-{CONTROLLER_GROUP}-"))
+            })
+            .count();
+        assert!(
+            snapshots >= 1,
+            "SEED={seed} the controller never snapshotted"
         );
     }
 }

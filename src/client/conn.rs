@@ -1,4 +1,6 @@
 //! One client connection to one node: requests pipelined on it, replies matched by request id.
+//! KV requests and shard controller requests share the connection and one id space, so a reply
+//! of either kind finds its waiter.
 //!
 //! A reader task takes reply frames off the socket and hands each reply to the request waiting
 //! for it; a request that waits past its caller's timeout simply stops waiting (a late reply is
@@ -18,6 +20,7 @@ use std::time::Duration;
 use shardcore_io::{FrameReader, FrameWriter, TcpStream};
 use shardcore_protocol::FrameKind;
 
+use crate::wire::shardctl::{decode_controller_reply, ControllerReply, ControllerRequest};
 use crate::wire::{
     decode_replies, ClientReply, ClientRequest, Encoder, Hello, HelloRole, RequestId,
 };
@@ -31,24 +34,30 @@ pub enum ConnError {
     Encode(String),
 }
 
+/// A reply of either kind the connection carries.
+enum Answer {
+    Kv(ClientReply),
+    Ctl(ControllerReply),
+}
+
 /// The slot a reply lands in, and the waiter to wake.
 #[derive(Default)]
 struct Slot {
-    reply: Option<Result<ClientReply, ConnError>>,
+    reply: Option<Result<Answer, ConnError>>,
     waker: Option<Waker>,
 }
 
 type SlotRef = Rc<RefCell<Slot>>;
 
 /// A future for one reply.
-pub struct ReplyFuture {
+struct ReplyFuture {
     slot: SlotRef,
     id: RequestId,
     conn: Rc<Shared>,
 }
 
 impl Future for ReplyFuture {
-    type Output = Result<ClientReply, ConnError>;
+    type Output = Result<Answer, ConnError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut slot = self.slot.borrow_mut();
@@ -145,17 +154,45 @@ impl Conn {
         self.shared.dead.borrow().is_none()
     }
 
-    /// Sends one request and returns the future of its reply. The id is assigned here.
+    /// Sends one KV request and waits for its reply. The id is assigned here.
     pub async fn call(
         self: &Rc<Self>,
         mut request: ClientRequest,
     ) -> Result<ClientReply, ConnError> {
+        let (id, future) = self.expect_reply()?;
+        request.id = id;
+        let kind = FrameKind::ClientRequest;
+        self.send(kind, |e| e.requests_body(std::slice::from_ref(&request)))
+            .await?;
+        match future.await? {
+            Answer::Kv(reply) => Ok(reply),
+            Answer::Ctl(_) => Err(self.mismatch()),
+        }
+    }
+
+    /// Sends one shard controller request and waits for its reply. The id is assigned here.
+    pub async fn call_controller(
+        self: &Rc<Self>,
+        mut request: ControllerRequest,
+    ) -> Result<ControllerReply, ConnError> {
+        let (id, future) = self.expect_reply()?;
+        request.id = id;
+        let kind = FrameKind::ControllerRequest;
+        self.send(kind, |e| e.controller_request_body(&request))
+            .await?;
+        match future.await? {
+            Answer::Ctl(reply) => Ok(reply),
+            Answer::Kv(_) => Err(self.mismatch()),
+        }
+    }
+
+    /// A fresh id and the future its reply will complete.
+    fn expect_reply(&self) -> Result<(RequestId, ReplyFuture), ConnError> {
         if let Some(why) = self.shared.dead.borrow().clone() {
             return Err(ConnError::Closed(why));
         }
         let id = self.next_id.get();
         self.next_id.set(id + 1);
-        request.id = id;
         let slot: SlotRef = Rc::default();
         self.shared.pending.borrow_mut().insert(id, slot.clone());
         let future = ReplyFuture {
@@ -163,15 +200,27 @@ impl Conn {
             id,
             conn: self.shared.clone(),
         };
-        // Straight from the encoder into the connection's queue when it has room (one copy);
-        // a copy waits for room otherwise.
+        Ok((id, future))
+    }
+
+    /// A reply of the other kind for our id: the server is confused; drop the connection.
+    fn mismatch(&self) -> ConnError {
+        let why = "the server answered with a reply of the wrong kind";
+        self.shared.fail_all(why);
+        ConnError::Closed(why.to_string())
+    }
+
+    /// Encodes a body and queues it: straight from the encoder into the connection's queue when
+    /// it has room (one copy); a copy waits for room otherwise.
+    async fn send(
+        &self,
+        kind: FrameKind,
+        encode: impl FnOnce(&mut Encoder) -> Result<&[u8], crate::wire::EncodeError>,
+    ) -> Result<(), ConnError> {
         let waiting_body = {
             let mut encoder = self.encoder.borrow_mut();
-            let body = match encoder.requests_body(std::slice::from_ref(&request)) {
-                Ok(body) => body,
-                Err(e) => return Err(ConnError::Encode(e.to_string())),
-            };
-            match self.writer.try_send(FrameKind::ClientRequest, body) {
+            let body = encode(&mut encoder).map_err(|e| ConnError::Encode(e.to_string()))?;
+            match self.writer.try_send(kind, body) {
                 Ok(()) => None,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => Some(body.to_vec()),
                 Err(e) => {
@@ -181,11 +230,11 @@ impl Conn {
             }
         };
         if let Some(body) = waiting_body {
-            if let Err(e) = self.writer.send(FrameKind::ClientRequest, &body).await {
+            if let Err(e) = self.writer.send(kind, &body).await {
                 self.shared.fail_all(&format!("write: {e}"));
             }
         }
-        future.await
+        Ok(())
     }
 }
 
@@ -197,23 +246,36 @@ async fn read_replies(mut reader: FrameReader, shared: Rc<Shared>) {
             Ok(None) => break "closed by the server".to_string(),
             Err(e) => break e.to_string(),
         };
-        if frame.kind != FrameKind::ClientResponse {
-            break format!("unexpected {:?} frame from the server", frame.kind);
-        }
-        replies.clear();
-        if let Err(e) = decode_replies(&frame.body, &mut replies) {
-            break format!("bad reply frame: {e}");
-        }
-        for reply in replies.drain(..) {
-            let slot = shared.pending.borrow_mut().remove(&reply.id);
-            if let Some(slot) = slot {
-                let mut slot = slot.borrow_mut();
-                slot.reply = Some(Ok(reply));
-                if let Some(waker) = slot.waker.take() {
-                    waker.wake();
+        match frame.kind {
+            FrameKind::ClientResponse => {
+                replies.clear();
+                if let Err(e) = decode_replies(&frame.body, &mut replies) {
+                    break format!("bad reply frame: {e}");
+                }
+                for reply in replies.drain(..) {
+                    shared.complete(reply.id, Answer::Kv(reply));
                 }
             }
+            FrameKind::ControllerReply => match decode_controller_reply(&frame.body) {
+                Ok(reply) => shared.complete(reply.id, Answer::Ctl(reply)),
+                Err(e) => break format!("bad controller reply frame: {e}"),
+            },
+            other => break format!("unexpected {other:?} frame from the server"),
         }
     };
     shared.fail_all(&why);
+}
+
+impl Shared {
+    /// Hands `answer` to the request `id` waiting for it (none: it gave up; dropped).
+    fn complete(&self, id: RequestId, answer: Answer) {
+        let slot = self.pending.borrow_mut().remove(&id);
+        if let Some(slot) = slot {
+            let mut slot = slot.borrow_mut();
+            slot.reply = Some(Ok(answer));
+            if let Some(waker) = slot.waker.take() {
+                waker.wake();
+            }
+        }
+    }
 }

@@ -12,6 +12,15 @@
 //!   operation has a deadline, after which it fails with [`ClientError::Timeout`] (a write may
 //!   still take effect: its outcome is unknown).
 //!
+//! - **The shard controller**: the same client speaks to the controller's group
+//!   ([`crate::node::placement::CONTROLLER_GROUP`], hosted by every node) over the same
+//!   connections: [`Client::ctl_join`], [`Client::ctl_leave`], [`Client::ctl_move`] and
+//!   [`Client::ctl_query`], with the controller's leader cached like a KV group's and changes
+//!   retried in one session with the same sequence, so each applies once.
+//! - **Sharded routing**: [`router::ShardRouter`] maps a key to its shard and group from a cached
+//!   controller configuration, and says when a `WrongShard` answer calls for a fresher one
+//!   ([`Client::refresh_router`]).
+//!
 //! The client runs on the runtime's executor (`shardcore_io`), one `Client` per core; it is not
 //! `Send`.
 //!
@@ -20,11 +29,14 @@
 
 pub mod cli;
 mod conn;
+pub mod ctl_cli;
+pub mod router;
 pub mod workload;
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -32,10 +44,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 pub use conn::{Conn, ConnError};
+pub use router::ShardRouter;
 
 use crate::kv::{ClientId, Consistency, KvError, Op, Reply, Request};
-use crate::node::placement::group_for_key;
+use crate::node::placement::{group_for_key, CONTROLLER_GROUP};
 use crate::raft::{GroupId, NodeId};
+use crate::shardctl::{Config, CtlError, CtlOp, CtlReply, CtlRequest, Replica, ShardId, LATEST};
+use crate::wire::shardctl::{ControllerReply, ControllerReplyError, ControllerRequest};
 use crate::wire::{ClientRequest, ReplyError};
 
 /// How a client reaches the cluster and how patient it is.
@@ -80,6 +95,13 @@ pub enum ClientError {
     Refused(String),
     /// The client's configuration is unusable (no nodes).
     Config(String),
+    /// A shard group does not serve the key's shard under configuration `config_num` (0: not
+    /// said); the operation did not take effect. Refresh the routing
+    /// ([`Client::refresh_router`]) and send it again.
+    WrongShard {
+        /// The configuration the group judged by.
+        config_num: u64,
+    },
 }
 
 impl fmt::Display for ClientError {
@@ -89,6 +111,9 @@ impl fmt::Display for ClientError {
             ClientError::Unknown => write!(f, "outcome unknown: the session expired mid-retry"),
             ClientError::Refused(why) => write!(f, "refused: {why}"),
             ClientError::Config(why) => write!(f, "client configuration: {why}"),
+            ClientError::WrongShard { config_num } => {
+                write!(f, "wrong shard group (by configuration {config_num})")
+            }
         }
     }
 }
@@ -126,8 +151,9 @@ pub struct Client {
     stats: Cell<ClientStats>,
 }
 
-enum Attempt {
-    Done(Result<Reply, ClientError>),
+/// How one attempt ended: with the operation's result, or asking for another try.
+enum Attempt<T> {
+    Done(Result<T, ClientError>),
     Retry { hint: NodeId },
     SessionExpired,
 }
@@ -155,6 +181,12 @@ impl Client {
     /// The counters so far.
     pub fn stats(&self) -> ClientStats {
         self.stats.get()
+    }
+
+    /// The node this client last found leading `group` (KV or
+    /// [`CONTROLLER_GROUP`]), if any: learnt from answers and "not the leader" hints.
+    pub fn leader_hint(&self, group: GroupId) -> Option<NodeId> {
+        self.leaders.borrow().get(&group).copied()
     }
 
     /// Reads `key` (linearizable).
@@ -241,12 +273,38 @@ impl Client {
         result
     }
 
+    /// Runs one KV request on `group` until answered or `deadline`.
     async fn run(
         &self,
         group: GroupId,
         request: Request,
         deadline: Instant,
     ) -> Result<Reply, ClientError> {
+        let send = |conn: Rc<Conn>| {
+            let request = ClientRequest {
+                id: 0,
+                group,
+                request: request.clone(),
+            };
+            async move { conn.call(request).await }
+        };
+        self.run_with(group, deadline, send, judge_kv).await
+    }
+
+    /// Runs one request on `group` until answered or `deadline`: `send` makes one attempt on a
+    /// connection, `judge` reads its reply (given the node asked). The node to ask comes from
+    /// the group's cached leader; hints update it, failures forget it and back off.
+    async fn run_with<T, R, F, Fut>(
+        &self,
+        group: GroupId,
+        deadline: Instant,
+        send: F,
+        judge: fn(NodeId, R) -> Attempt<T>,
+    ) -> Result<T, ClientError>
+    where
+        F: Fn(Rc<Conn>) -> Fut,
+        Fut: Future<Output = Result<R, ConnError>>,
+    {
         let mut backoff = Duration::from_millis(5);
         let mut first = true;
         loop {
@@ -257,7 +315,7 @@ impl Client {
                 self.count(|s| s.retries += 1);
             }
             first = false;
-            match self.attempt(group, &request, deadline).await {
+            match self.attempt(group, deadline, &send, judge).await {
                 Attempt::Done(result) => return result,
                 Attempt::SessionExpired => return Err(ClientError::Unknown),
                 Attempt::Retry { hint } if hint != 0 => {
@@ -274,7 +332,17 @@ impl Client {
         }
     }
 
-    async fn attempt(&self, group: GroupId, request: &Request, deadline: Instant) -> Attempt {
+    async fn attempt<T, R, F, Fut>(
+        &self,
+        group: GroupId,
+        deadline: Instant,
+        send: &F,
+        judge: fn(NodeId, R) -> Attempt<T>,
+    ) -> Attempt<T>
+    where
+        F: Fn(Rc<Conn>) -> Fut,
+        Fut: Future<Output = Result<R, ConnError>>,
+    {
         self.count(|s| s.attempts += 1);
         let node = self.pick_node(group);
         let Some(conn) = self.conn(node).await else {
@@ -282,12 +350,7 @@ impl Client {
         };
         let left = deadline.saturating_duration_since(Instant::now());
         let limit = self.config.attempt_timeout.min(left);
-        let call = conn.call(ClientRequest {
-            id: 0,
-            group,
-            request: request.clone(),
-        });
-        let reply = match shardcore_io::timeout(limit, call).await {
+        let reply = match shardcore_io::timeout(limit, send(conn)).await {
             Ok(Ok(reply)) => reply,
             Ok(Err(ConnError::Encode(why))) => {
                 return Attempt::Done(Err(ClientError::Refused(why)))
@@ -298,22 +361,11 @@ impl Client {
             }
             Err(_) => return Attempt::Retry { hint: 0 },
         };
-        match reply.result {
-            Ok(reply) => {
-                self.leaders.borrow_mut().insert(group, node);
-                Attempt::Done(Ok(reply))
-            }
-            Err(ReplyError::Kv(KvError::WrongLeader { leader })) => Attempt::Retry {
-                hint: if leader == node { 0 } else { leader },
-            },
-            Err(
-                ReplyError::Kv(KvError::Timeout | KvError::Busy)
-                | ReplyError::Unavailable
-                | ReplyError::ShuttingDown,
-            ) => Attempt::Retry { hint: 0 },
-            Err(ReplyError::Kv(KvError::SessionExpired)) => Attempt::SessionExpired,
-            Err(error) => Attempt::Done(Err(ClientError::Refused(format!("{error:?}")))),
+        let attempt = judge(node, reply);
+        if let Attempt::Done(Ok(_)) = &attempt {
+            self.leaders.borrow_mut().insert(group, node);
         }
+        attempt
     }
 
     fn pick_node(&self, group: GroupId) -> NodeId {
@@ -323,7 +375,8 @@ impl Client {
             }
         }
         let nodes = &self.config.nodes;
-        nodes[(self.rotate.get() + group as usize) % nodes.len()].0
+        // Wrapping: the controller's group id is u64::MAX.
+        nodes[self.rotate.get().wrapping_add(group as usize) % nodes.len()].0
     }
 
     async fn conn(&self, node: NodeId) -> Option<Rc<Conn>> {
@@ -441,6 +494,177 @@ impl Client {
         let mut stats = self.stats.get();
         f(&mut stats);
         self.stats.set(stats);
+    }
+}
+
+impl Client {
+    /// Reads configuration `num` from the shard controller ([`LATEST`]: the latest).
+    /// Linearizable: served by the controller's leader after a ReadIndex round.
+    pub async fn ctl_query(&self, num: u64) -> Result<Config, ClientError> {
+        match self.ctl_execute(CtlOp::Query { num }).await? {
+            CtlReply::Config(config) => Ok(config),
+            other => Err(ClientError::Refused(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    /// Adds `groups` (with their replicas); returns the number of the config it made.
+    pub async fn ctl_join(
+        &self,
+        groups: BTreeMap<GroupId, Vec<Replica>>,
+    ) -> Result<u64, ClientError> {
+        self.ctl_change(CtlOp::Join { groups }).await
+    }
+
+    /// Removes `groups`; returns the number of the config it made.
+    pub async fn ctl_leave(&self, groups: Vec<GroupId>) -> Result<u64, ClientError> {
+        self.ctl_change(CtlOp::Leave { groups }).await
+    }
+
+    /// Puts `shard` on `group`; returns the number of the config it made.
+    pub async fn ctl_move(&self, shard: ShardId, group: GroupId) -> Result<u64, ClientError> {
+        self.ctl_change(CtlOp::Move { shard, group }).await
+    }
+
+    async fn ctl_change(&self, op: CtlOp) -> Result<u64, ClientError> {
+        match self.ctl_execute(op).await? {
+            CtlReply::Changed { num } => Ok(num),
+            other => Err(ClientError::Refused(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    /// Runs one controller operation to completion (or to its deadline). A change runs in a
+    /// pooled controller session with a fresh sequence number, retried with that same number
+    /// until answered, so it is applied once however many attempts reach the log; a query
+    /// needs no session. A refusal by the configuration (a group joining twice, ...) is
+    /// [`ClientError::Refused`] with its reason.
+    pub async fn ctl_execute(&self, op: CtlOp) -> Result<CtlReply, ClientError> {
+        let deadline = Instant::now() + self.config.op_timeout;
+        if matches!(op, CtlOp::Query { .. }) {
+            let request = CtlRequest {
+                client: 0,
+                seq: 0,
+                op,
+                consistency: Consistency::Linearizable,
+            };
+            return self.run_ctl(request, deadline).await;
+        }
+        let mut session = self.take_ctl_session(deadline).await?;
+        let request = CtlRequest {
+            client: session.client,
+            seq: session.next_seq,
+            op,
+            consistency: Consistency::Linearizable,
+        };
+        session.next_seq += 1;
+        let result = self.run_ctl(request, deadline).await;
+        if !matches!(result, Err(ClientError::Unknown)) {
+            self.put_session(CONTROLLER_GROUP, session);
+        }
+        result
+    }
+
+    /// Refreshes `router` from the controller when it is behind `config_num` (the number a
+    /// `WrongShard` answer carried; 0: unknown, ask for the latest). Returns whether the router
+    /// changed.
+    pub async fn refresh_router(
+        &self,
+        router: &mut ShardRouter,
+        config_num: u64,
+    ) -> Result<bool, ClientError> {
+        if !router.needs_refresh(config_num) {
+            return Ok(false);
+        }
+        let config = self.ctl_query(LATEST).await?;
+        Ok(router.update(config))
+    }
+
+    async fn run_ctl(
+        &self,
+        request: CtlRequest,
+        deadline: Instant,
+    ) -> Result<CtlReply, ClientError> {
+        let send = |conn: Rc<Conn>| {
+            let request = ControllerRequest {
+                id: 0,
+                request: request.clone(),
+            };
+            async move { conn.call_controller(request).await }
+        };
+        self.run_with(CONTROLLER_GROUP, deadline, send, judge_ctl)
+            .await
+    }
+
+    async fn take_ctl_session(&self, deadline: Instant) -> Result<Session, ClientError> {
+        if let Some(session) = self
+            .sessions
+            .borrow_mut()
+            .get_mut(&CONTROLLER_GROUP)
+            .and_then(Vec::pop)
+        {
+            return Ok(session);
+        }
+        let request = CtlRequest {
+            client: 0,
+            seq: 0,
+            op: CtlOp::Register,
+            consistency: Consistency::Linearizable,
+        };
+        match self.run_ctl(request, deadline).await? {
+            CtlReply::Registered { client } => {
+                self.count(|s| s.sessions_opened += 1);
+                Ok(Session {
+                    client,
+                    next_seq: 1,
+                })
+            }
+            other => Err(ClientError::Refused(format!(
+                "unexpected reply to Register: {other:?}"
+            ))),
+        }
+    }
+}
+
+/// What a KV reply from `node` means for the operation.
+fn judge_kv(node: NodeId, reply: crate::wire::ClientReply) -> Attempt<Reply> {
+    match reply.result {
+        Ok(reply) => Attempt::Done(Ok(reply)),
+        Err(ReplyError::Kv(KvError::WrongLeader { leader })) => Attempt::Retry {
+            hint: if leader == node { 0 } else { leader },
+        },
+        Err(
+            ReplyError::Kv(KvError::Timeout | KvError::Busy)
+            | ReplyError::Unavailable
+            | ReplyError::ShuttingDown,
+        ) => Attempt::Retry { hint: 0 },
+        Err(ReplyError::Kv(KvError::SessionExpired)) => Attempt::SessionExpired,
+        Err(ReplyError::WrongShard { config_num }) => {
+            Attempt::Done(Err(ClientError::WrongShard { config_num }))
+        }
+        Err(error) => Attempt::Done(Err(ClientError::Refused(format!("{error:?}")))),
+    }
+}
+
+/// What a controller reply from `node` means for the operation.
+fn judge_ctl(node: NodeId, reply: ControllerReply) -> Attempt<CtlReply> {
+    match reply.result {
+        Ok(reply) => Attempt::Done(Ok(reply)),
+        Err(ControllerReplyError::Ctl(CtlError::WrongLeader { leader })) => Attempt::Retry {
+            hint: if leader == node { 0 } else { leader },
+        },
+        Err(
+            ControllerReplyError::Ctl(CtlError::Timeout | CtlError::Busy)
+            | ControllerReplyError::Unavailable,
+        ) => Attempt::Retry { hint: 0 },
+        Err(ControllerReplyError::Ctl(CtlError::SessionExpired)) => Attempt::SessionExpired,
+        Err(ControllerReplyError::Ctl(CtlError::Invalid(error))) => {
+            Attempt::Done(Err(ClientError::Refused(error.to_string())))
+        }
+        Err(ControllerReplyError::Ctl(error)) => {
+            Attempt::Done(Err(ClientError::Refused(error.to_string())))
+        }
+        Err(ControllerReplyError::BadRequest) => Attempt::Done(Err(ClientError::Refused(
+            "the controller found the request malformed".to_string(),
+        ))),
     }
 }
 

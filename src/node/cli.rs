@@ -1,4 +1,4 @@
-//! The command-line faces of the node: `shardcore server`, `shardcore kv` and
+//! The command-line faces of the node: `shardcore server`, `shardcore kv`, `shardcore ctl` and
 //! `shardcore cluster local`, as clap arguments and the functions that run them. `main.rs` only
 //! parses and dispatches.
 
@@ -11,6 +11,7 @@ use clap::{Args, Subcommand};
 
 use super::config::{NodeConfig, PeerConfig};
 use crate::client::cli::{Endpoints, KvCommand};
+use crate::client::ctl_cli::CtlCommand;
 
 /// `shardcore server`: run one node.
 #[derive(Args, Debug)]
@@ -42,6 +43,10 @@ pub struct ServerArgs {
     /// KV groups in the cluster (the same on every node, never changed).
     #[arg(long)]
     pub groups: Option<u64>,
+    /// Shards of the shard controller's configurations, 1..=4096 (the same on every node,
+    /// never changed).
+    #[arg(long)]
+    pub shards: Option<usize>,
     /// Do not bind cores to CPUs (for several nodes on one machine).
     #[arg(long)]
     pub no_pin: bool,
@@ -98,6 +103,9 @@ impl ServerArgs {
         }
         if let Some(v) = self.groups {
             config.groups = v;
+        }
+        if let Some(v) = self.shards {
+            config.shards = v;
         }
         if self.no_pin {
             config.pin = false;
@@ -179,6 +187,33 @@ pub fn kv(args: KvArgs) -> ExitCode {
         eprintln!("{text}");
     } else {
         println!("{text}");
+    }
+    ExitCode::from(code)
+}
+
+/// `shardcore ctl`: one shard controller operation against a cluster.
+#[derive(Args, Debug)]
+pub struct CtlArgs {
+    /// Where the cluster is.
+    #[command(flatten)]
+    pub cluster: Endpoints,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 10)]
+    pub timeout_secs: u64,
+    /// The operation.
+    #[command(subcommand)]
+    pub op: CtlCommand,
+}
+
+/// Runs `shardcore ctl`: the result on stdout (exit 0), anything else on stderr (exit 1
+/// refused, 2 usage, 3 no answer; see `client::ctl_cli`).
+pub fn ctl(args: CtlArgs) -> ExitCode {
+    let timeout = Duration::from_secs(args.timeout_secs.max(1));
+    let (text, code) = crate::client::ctl_cli::run(args.cluster, timeout, args.op);
+    if code == 0 {
+        println!("{text}");
+    } else {
+        eprintln!("{text}");
     }
     ExitCode::from(code)
 }

@@ -10,6 +10,7 @@
 //! cores = 0                        # 0: every online CPU
 //! pin = true                       # bind core i to CPU i (off for several nodes per machine)
 //! groups = 8                       # KV groups in the cluster (same on every node)
+//! shards = 64                      # the shard controller's shard count (same on every node)
 //! log_level = "info"
 //!
 //! [[peers]]                        # every other member; none: a single-node cluster
@@ -140,6 +141,11 @@ pub struct NodeConfig {
     pub pin: bool,
     /// KV groups in the cluster; must be the same on every node and never change.
     pub groups: u64,
+    /// Shards in the shard controller's configurations (1..=4096). Every node hosts a replica
+    /// of the controller's group, which starts from config 0 with this many shards; like
+    /// `groups` it must be the same on every node and never change (a replica replaying its
+    /// log from the start rebuilds config 0 from it).
+    pub shards: usize,
     /// `error`, `warn`, `info`, `debug` or `trace`.
     pub log_level: String,
     /// The other members.
@@ -164,6 +170,7 @@ impl Default for NodeConfig {
             cores: 0,
             pin: true,
             groups: 8,
+            shards: crate::shardctl::DEFAULT_SHARDS,
             log_level: "info".to_string(),
             peers: Vec::new(),
             raft: RaftSection::default(),
@@ -187,6 +194,13 @@ impl NodeConfig {
         }
         if self.groups == 0 || self.groups > 4096 {
             return Err(format!("groups must be in 1..=4096, not {}", self.groups));
+        }
+        let max_shards = crate::shardctl::config::MAX_SHARDS;
+        if self.shards == 0 || self.shards > max_shards {
+            return Err(format!(
+                "shards must be in 1..={max_shards}, not {}",
+                self.shards
+            ));
         }
         if self.raft.tick_ms == 0 || self.raft.heartbeat_ticks == 0 {
             return Err("raft.tick_ms and raft.heartbeat_ticks must be at least 1".to_string());
@@ -234,6 +248,13 @@ impl NodeConfig {
             max_pending_requests: self.kv.max_pending_requests,
             request_timeout_ticks: (self.kv.request_timeout_ms / self.raft.tick_ms).max(1),
             sessions: crate::kv::SessionLimits::default(),
+        }
+    }
+
+    /// What the controller's replica starts from.
+    pub fn ctl_settings(&self) -> crate::shardctl::CtlSettings {
+        crate::shardctl::CtlSettings {
+            shards: self.shards,
         }
     }
 
@@ -294,5 +315,15 @@ mod tests {
         config.peers.clear();
         config.groups = 0;
         assert!(config.validate().unwrap_err().contains("groups"));
+        config.groups = 8;
+        for bad in [0, 4097] {
+            config.shards = bad;
+            let err = config.validate().unwrap_err();
+            assert!(err.contains("shards must be in 1..=4096"), "{err}");
+        }
+        config.shards = 4096;
+        config.validate().expect("4096 shards are allowed");
+        let parsed = NodeConfig::from_toml("shards = 16").expect("parses");
+        assert_eq!(parsed.ctl_settings().shards, 16);
     }
 }

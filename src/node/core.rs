@@ -1,10 +1,15 @@
-//! One core's share of a node, as a pure state machine: the KV groups this core owns, their
+//! One core's share of a node, as a pure state machine: the groups this core owns, their
 //! Readies turned into one write batch for the core's log, messages for the peers and replies
 //! for the clients.
 //!
+//! Each group runs one hosted service on top of its Raft log ([`Service`]): a KV replica, or the
+//! shard controller's replica for [`CONTROLLER_GROUP`]. Raft, the log, snapshots and the write
+//! batch are the same for every service; only requests, replies and the state machine differ.
+//!
 //! Inputs: [`CoreNode::tick`], [`CoreNode::step`] (a peer's Raft message),
-//! [`CoreNode::on_request`] (a client request for one of this core's groups) and
-//! [`CoreNode::persisted`] (a write batch became durable). After any inputs, the caller takes
+//! [`CoreNode::on_hosted_request`] (a client request for one of this core's groups, of its
+//! service's kind; [`CoreNode::on_request`] for a KV one) and [`CoreNode::persisted`] (a write
+//! batch became durable). After any inputs, the caller takes
 //! [`CoreNode::take_output`] and carries it out:
 //!
 //! 1. send `messages` (Appends leave before the leader's own copy is durable: thesis §10.2.1);
@@ -23,11 +28,13 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use bytes::Bytes;
 use shardcore_storage::{HardState as WalHardState, LogRecord, WalEntry};
 
+use super::placement::CONTROLLER_GROUP;
 use crate::kv::{KvError, KvServer, KvServerConfig, ReplyTo, Request, Response};
 use crate::raft::{
     Config, Entry, EntryKind, GroupId, HardState, Index, Message, NodeId, RawNode, Ready, Restore,
     Role, Snapshot, SnapshotMeta, Term,
 };
+use crate::shardctl::{CtlError, CtlRequest, CtlResponse, CtlServer, CtlSettings};
 
 /// At most this many Readies are handled per group per `take_output`; a group that still has
 /// one is handled again on the next call. Bounds the work of one turn of the core's loop.
@@ -40,7 +47,7 @@ pub struct GroupBoot {
     pub group: GroupId,
     /// The last durable hard state.
     pub hard_state: HardState,
-    /// The group's latest durable snapshot, if any (its data is the KV store's snapshot).
+    /// The group's latest durable snapshot, if any (its data is the group's service's snapshot).
     pub snapshot: Option<Snapshot>,
     /// The durable entries after the snapshot, contiguous.
     pub entries: Vec<Entry>,
@@ -51,7 +58,7 @@ pub struct GroupBoot {
 pub struct SnapshotWrite {
     /// The group.
     pub group: GroupId,
-    /// The snapshot (its data is the KV store's snapshot).
+    /// The snapshot (its data is the group's service's snapshot).
     pub snapshot: Snapshot,
 }
 
@@ -80,8 +87,8 @@ pub struct Output {
     pub messages: Vec<Message>,
     /// The write for the core's log, if anything must be persisted or ordered.
     pub batch: Option<WriteBatch>,
-    /// Client replies.
-    pub replies: Vec<(ReplyTo, Response)>,
+    /// Client replies, each of its service's kind.
+    pub replies: Vec<(ReplyTo, HostedResponse)>,
 }
 
 impl Output {
@@ -101,10 +108,207 @@ pub struct CoreConfig {
     /// The Raft settings every group starts from (`id`, `group`, `voters` and `seed` are set
     /// per group).
     pub raft: Config,
-    /// The KV replica's bounds.
+    /// Every replica's bounds (KV and controller alike: the same snapshot policy).
     pub kv: KvServerConfig,
+    /// What an empty controller is made from (its shard count); used only on the core that
+    /// hosts [`CONTROLLER_GROUP`].
+    pub ctl: CtlSettings,
     /// Seeds each group's election timer stream.
     pub seed: u64,
+}
+
+impl CoreConfig {
+    /// The service `group` runs. The controller's group is reserved; every other group is KV
+    /// (a sharded KV group would be told apart here, by its id range or a per-group list).
+    pub fn service_of(&self, group: GroupId) -> ServiceKind {
+        if group == CONTROLLER_GROUP {
+            ServiceKind::Ctl
+        } else {
+            ServiceKind::Kv
+        }
+    }
+}
+
+/// Which service a group runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServiceKind {
+    /// The KV store.
+    Kv,
+    /// The shard controller.
+    Ctl,
+}
+
+/// The replica of one hosted service: the generic [`crate::kv::ReplicaServer`] around that
+/// service's store. A new service is one more variant here, in [`HostedRequest`] and
+/// [`HostedResponse`], and one arm in `each_service!`.
+pub enum Service {
+    /// A KV group's replica.
+    Kv(KvServer),
+    /// The shard controller's replica.
+    Ctl(CtlServer),
+}
+
+/// A client request for one hosted service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostedRequest {
+    /// For a KV group.
+    Kv(Request),
+    /// For the controller's group.
+    Ctl(CtlRequest),
+}
+
+/// A hosted service's answer, of the request's kind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostedResponse {
+    /// A KV group's answer.
+    Kv(Response),
+    /// The controller's answer.
+    Ctl(CtlResponse),
+}
+
+impl HostedResponse {
+    /// The KV response, if it is one (tests and KV-only callers).
+    pub fn into_kv(self) -> Option<Response> {
+        match self {
+            HostedResponse::Kv(response) => Some(response),
+            HostedResponse::Ctl(_) => None,
+        }
+    }
+}
+
+/// Runs the same expression on whichever replica server a [`Service`] holds: every server is a
+/// `ReplicaServer<M>`, so the Raft-facing calls are the same code for each `M`.
+macro_rules! each_service {
+    ($service:expr, $server:ident => $body:expr) => {
+        match $service {
+            Service::Kv($server) => $body,
+            Service::Ctl($server) => $body,
+        }
+    };
+}
+
+impl Service {
+    /// An empty replica of `kind`.
+    fn new(kind: ServiceKind, config: &CoreConfig) -> Service {
+        match kind {
+            ServiceKind::Kv => Service::Kv(KvServer::new(config.kv)),
+            ServiceKind::Ctl => Service::Ctl(CtlServer::with_settings(config.kv, config.ctl)),
+        }
+    }
+
+    /// A replica of `kind` restarting from its snapshot at `index`.
+    fn restore(
+        kind: ServiceKind,
+        config: &CoreConfig,
+        index: Index,
+        data: &Bytes,
+    ) -> Result<Service, String> {
+        let service = match kind {
+            ServiceKind::Kv => {
+                Service::Kv(KvServer::restore(config.kv, index, data).map_err(|e| e.to_string())?)
+            }
+            ServiceKind::Ctl => {
+                Service::Ctl(CtlServer::restore(config.kv, index, data).map_err(|e| e.to_string())?)
+            }
+        };
+        Ok(service)
+    }
+
+    /// The kind of service this is.
+    pub fn kind(&self) -> ServiceKind {
+        match self {
+            Service::Kv(_) => ServiceKind::Kv,
+            Service::Ctl(_) => ServiceKind::Ctl,
+        }
+    }
+
+    fn applied_index(&self) -> Index {
+        each_service!(self, s => s.applied_index())
+    }
+
+    fn pending_requests(&self) -> usize {
+        each_service!(self, s => s.pending_requests())
+    }
+
+    fn tick(&mut self) {
+        each_service!(self, s => s.tick())
+    }
+
+    fn on_soft_state(&mut self, soft: crate::raft::SoftState) {
+        each_service!(self, s => s.on_soft_state(soft))
+    }
+
+    fn on_snapshot(&mut self, index: Index, data: &Bytes) -> Result<(), String> {
+        each_service!(self, s => s.on_snapshot(index, data).map_err(|e| e.to_string()))
+    }
+
+    fn on_committed(&mut self, entries: &[Entry]) {
+        each_service!(self, s => s.on_committed(entries))
+    }
+
+    fn on_read_states(&mut self, read_states: &[crate::raft::ReadState]) {
+        each_service!(self, s => s.on_read_states(read_states))
+    }
+
+    fn wants_snapshot(&self, log_bytes: usize) -> bool {
+        each_service!(self, s => s.wants_snapshot(log_bytes))
+    }
+
+    fn snapshot(&self) -> Bytes {
+        each_service!(self, s => s.snapshot())
+    }
+
+    /// Hands `request` to the replica; a request of another service's kind is answered "not
+    /// here" (the node routes by kind, so only a confused client gets that far).
+    fn on_request(
+        &mut self,
+        raw: &mut RawNode,
+        now_ms: u64,
+        reply_to: ReplyTo,
+        request: HostedRequest,
+    ) -> Option<(ReplyTo, HostedResponse)> {
+        match (self, request) {
+            (Service::Kv(s), HostedRequest::Kv(r)) => s.on_request(raw, now_ms, reply_to, r),
+            (Service::Ctl(s), HostedRequest::Ctl(r)) => s.on_request(raw, now_ms, reply_to, r),
+            (_, request) => return Some((reply_to, not_here(request))),
+        }
+        None
+    }
+
+    /// Moves the replica's finished answers to `out`.
+    fn take_responses(&mut self, out: &mut Vec<(ReplyTo, HostedResponse)>) {
+        match self {
+            Service::Kv(s) => out.extend(
+                s.take_responses()
+                    .into_iter()
+                    .map(|(to, r)| (to, HostedResponse::Kv(r))),
+            ),
+            Service::Ctl(s) => out.extend(
+                s.take_responses()
+                    .into_iter()
+                    .map(|(to, r)| (to, HostedResponse::Ctl(r))),
+            ),
+        }
+    }
+}
+
+/// The answer to a request for a group this core does not host (or that runs another
+/// service): "wrong leader" with no hint, so a client tries elsewhere.
+fn not_here(request: HostedRequest) -> HostedResponse {
+    match request {
+        HostedRequest::Kv(request) => HostedResponse::Kv(Response {
+            client: request.client,
+            seq: request.seq,
+            result: Err(KvError::WrongLeader { leader: 0 }),
+            consistency: request.consistency,
+        }),
+        HostedRequest::Ctl(request) => HostedResponse::Ctl(CtlResponse {
+            client: request.client,
+            seq: request.seq,
+            result: Err(CtlError::WrongLeader { leader: 0 }),
+            consistency: request.consistency,
+        }),
+    }
 }
 
 /// A write handed out and not yet durable: what to release when it is.
@@ -119,7 +323,7 @@ struct Inflight {
 
 struct Replica {
     raw: RawNode,
-    kv: KvServer,
+    service: Service,
     /// Approximate bytes of log held since the last snapshot (entries' data and overhead).
     log_bytes: usize,
     last_snapshot_index: Index,
@@ -127,7 +331,7 @@ struct Replica {
     snapshot_requested: bool,
 }
 
-/// The KV groups of one core. See the module docs.
+/// The groups of one core. See the module docs.
 pub struct CoreNode {
     config: CoreConfig,
     replicas: BTreeMap<GroupId, Replica>,
@@ -172,9 +376,10 @@ impl CoreNode {
         let mut replicas = BTreeMap::new();
         for boot in boots {
             let group = boot.group;
-            let kv = match &boot.snapshot {
-                None => KvServer::new(config.kv),
-                Some(s) => KvServer::restore(config.kv, s.meta.index, &s.data).map_err(|e| {
+            let kind = config.service_of(group);
+            let service = match &boot.snapshot {
+                None => Service::new(kind, &config),
+                Some(s) => Service::restore(kind, &config, s.meta.index, &s.data).map_err(|e| {
                     CoreError::Boot {
                         group,
                         reason: format!("snapshot at index {}: {e}", s.meta.index),
@@ -201,7 +406,7 @@ impl CoreNode {
                 group,
                 Replica {
                     raw,
-                    kv,
+                    service,
                     log_bytes,
                     last_snapshot_index,
                     snapshot_requested: false,
@@ -256,14 +461,19 @@ impl CoreNode {
 
     /// The group's applied index here.
     pub fn applied_index(&self, group: GroupId) -> Option<Index> {
-        self.replicas.get(&group).map(|r| r.kv.applied_index())
+        self.replicas.get(&group).map(|r| r.service.applied_index())
+    }
+
+    /// The service the group runs here, or `None` when the group is not on this core.
+    pub fn service(&self, group: GroupId) -> Option<&Service> {
+        self.replicas.get(&group).map(|r| &r.service)
     }
 
     /// Requests waiting for an answer, over all groups.
     pub fn pending_requests(&self) -> usize {
         self.replicas
             .values()
-            .map(|r| r.kv.pending_requests())
+            .map(|r| r.service.pending_requests())
             .sum()
     }
 
@@ -277,7 +487,7 @@ impl CoreNode {
         self.now_ms = self.now_ms.max(now_ms);
         for (group, replica) in &mut self.replicas {
             replica.raw.tick();
-            replica.kv.tick();
+            replica.service.tick();
             self.dirty.insert(*group);
         }
     }
@@ -295,24 +505,28 @@ impl CoreNode {
         self.dirty.insert(group);
     }
 
-    /// A client request for `group`. Answered `WrongLeader` with no hint when the group is
-    /// not here.
+    /// A KV client request for `group` (see [`CoreNode::on_hosted_request`]).
     pub fn on_request(&mut self, group: GroupId, reply_to: ReplyTo, request: Request) {
+        self.on_hosted_request(group, reply_to, HostedRequest::Kv(request));
+    }
+
+    /// A client request for `group`, of any hosted service. Answered `WrongLeader` with no
+    /// hint when the group is not here or runs another service.
+    pub fn on_hosted_request(&mut self, group: GroupId, reply_to: ReplyTo, request: HostedRequest) {
         let Some(replica) = self.replicas.get_mut(&group) else {
-            let response = Response {
-                client: request.client,
-                seq: request.seq,
-                result: Err(KvError::WrongLeader { leader: 0 }),
-                consistency: request.consistency,
-            };
-            self.out.replies.push((reply_to, response));
+            self.out.replies.push((reply_to, not_here(request)));
             return;
         };
-        replica
-            .kv
-            .on_request(&mut replica.raw, self.now_ms, reply_to, request);
+        let now_ms = self.now_ms;
+        if let Some(refused) =
+            replica
+                .service
+                .on_request(&mut replica.raw, now_ms, reply_to, request)
+        {
+            self.out.replies.push(refused);
+        }
         self.dirty.insert(group);
-        self.out.replies.extend(replica.kv.take_responses());
+        replica.service.take_responses(&mut self.out.replies);
     }
 
     /// The storage asks `group` to snapshot (it pins the oldest log segment).
@@ -403,7 +617,7 @@ impl CoreNode {
             return;
         };
         if let Some(soft) = soft_state {
-            replica.kv.on_soft_state(soft);
+            replica.service.on_soft_state(soft);
         }
         self.out.messages.extend(messages);
         let must_write = snapshot.is_some()
@@ -457,7 +671,7 @@ impl CoreNode {
         if let Some(s) = &snapshot {
             // The snapshot came from the leader and was checked by Raft; a store that cannot
             // decode it means the leader's state machine and ours disagree on the format.
-            if let Err(e) = replica.kv.on_snapshot(s.meta.index, &s.data) {
+            if let Err(e) = replica.service.on_snapshot(s.meta.index, &s.data) {
                 panic!(
                     "group {group}: installing the leader's snapshot at {}: {e}",
                     s.meta.index
@@ -465,12 +679,12 @@ impl CoreNode {
             }
         }
         if !committed_entries.is_empty() {
-            replica.kv.on_committed(&committed_entries);
+            replica.service.on_committed(&committed_entries);
         }
         if !read_states.is_empty() {
-            replica.kv.on_read_states(&read_states);
+            replica.service.on_read_states(&read_states);
         }
-        self.out.replies.extend(replica.kv.take_responses());
+        replica.service.take_responses(&mut self.out.replies);
     }
 
     /// Takes a snapshot when the log outgrew its bound or the storage asked: the store's
@@ -480,17 +694,17 @@ impl CoreNode {
         let Some(replica) = self.replicas.get_mut(&group) else {
             return;
         };
-        let index = replica.kv.applied_index();
+        let index = replica.service.applied_index();
         if index <= replica.last_snapshot_index {
             return;
         }
-        if !replica.snapshot_requested && !replica.kv.wants_snapshot(replica.log_bytes) {
+        if !replica.snapshot_requested && !replica.service.wants_snapshot(replica.log_bytes) {
             return;
         }
         let Some(term) = replica.raw.term_at(index) else {
             return;
         };
-        let data: Bytes = replica.kv.snapshot();
+        let data: Bytes = replica.service.snapshot();
         if replica.raw.compact(index, data.clone()).is_err() {
             return;
         }

@@ -3,10 +3,12 @@
 //!
 //! Node `i` (from 1) serves clients on `base_port + i - 1` and peers on
 //! `base_port + 100 + 32 * (i - 1) + core` (room for 32 cores a node); its data lives in
-//! `<data_dir>/node-<i>` and its log in `<data_dir>/node-<i>.log`. The command waits until every
-//! node answers, runs a smoke check through the client library (a put and a linearizable get),
-//! prints how to reach the cluster, and serves until ctrl-c / SIGTERM (or `--seconds`), then
-//! stops the nodes with SIGTERM (each drains and exits) and exits.
+//! `<data_dir>/node-<i>` and its log in `<data_dir>/node-<i>.log`. Every node hosts the KV
+//! groups and the shard controller's group, so `shardcore ctl` works against the cluster. The
+//! command waits until every node answers, runs a smoke check through the client library (a
+//! put, a linearizable get and a shard controller query), prints how to reach the cluster, and
+//! serves until ctrl-c / SIGTERM (or `--seconds`), then stops the nodes with SIGTERM (each
+//! drains and exits) and exits.
 
 use std::fs::{self, File};
 use std::net::{SocketAddr, TcpStream};
@@ -96,6 +98,8 @@ pub fn server_args(config: &NodeConfig) -> Vec<String> {
         config.cores.to_string(),
         "--groups".to_string(),
         config.groups.to_string(),
+        "--shards".to_string(),
+        config.shards.to_string(),
         "--log-level".to_string(),
         config.log_level.clone(),
     ];
@@ -239,6 +243,7 @@ pub fn run(cluster: LocalCluster) -> u8 {
     let exe = exe.display();
     println!("  {exe} kv --endpoints {endpoints} put greeting hello");
     println!("  {exe} kv --endpoints {endpoints} get greeting");
+    println!("  {exe} ctl --endpoints {endpoints} query");
     match cluster.seconds {
         Some(s) => println!("serving for {s} s (then stopping the nodes)"),
         None => println!("serving until ctrl-c"),
@@ -303,12 +308,19 @@ fn smoke_check(configs: &[NodeConfig], cluster: &LocalCluster) -> Result<String,
         key: "shardcore-smoke".to_string(),
         serializable: false,
     };
-    let (text, code) = crate::client::cli::run(endpoints, timeout, get);
+    let (text, code) = crate::client::cli::run(endpoints.clone(), timeout, get);
     if code != 0 || text != "ok" {
         return Err(format!("get returned {text:?} (exit {code})"));
     }
+    let query = crate::client::ctl_cli::CtlCommand::Query { num: None };
+    let (text, code) = crate::client::ctl_cli::run(endpoints, timeout, query);
+    if code != 0 {
+        return Err(format!("shard controller query: {text}"));
+    }
+    let config = text.split(':').next().unwrap_or_default();
     Ok(format!(
-        "put and linearizable get answered in {} ms (includes leader elections)",
+        "put, linearizable get and shard controller query ({config}) answered in {} ms \
+         (includes leader elections)",
         started.elapsed().as_millis()
     ))
 }

@@ -1,11 +1,13 @@
-//! The node: a process serving KV groups from every core.
+//! The node: a process serving, from every core, the KV groups and the shard controller's group
+//! (every node hosts a replica of every group).
 //!
-//! - [`cli`]: the `server`, `kv` and `cluster local` commands' arguments and runners.
+//! - [`cli`]: the `server`, `kv`, `ctl` and `cluster local` commands' arguments and runners.
 //! - [`config`]: the node's configuration (TOML and embedded defaults).
-//! - [`placement`]: key to group, group to core (pure, pinned by golden tests).
-//! - [`core`]: one core's groups as a pure state machine: Readies in, one write batch per turn
-//!   (group commit), messages and replies out. The simulator and the unit tests drive it
-//!   without any I/O.
+//! - [`placement`]: key to group, group to core, the controller's reserved group id (pure,
+//!   pinned by golden tests).
+//! - [`core`]: one core's groups as a pure state machine, each group running one hosted service
+//!   (KV or the controller): Readies in, one write batch per turn (group commit), messages and
+//!   replies out. The unit tests drive it without any I/O.
 //! - [`disk`]: one core's write-ahead log and snapshot store: recovery into each group's boot
 //!   state, and the blocking write of a batch.
 //! - [`server`]: the runtime glue: a `CoreNode` per core on `shardcore_io`, its log thread,

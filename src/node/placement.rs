@@ -8,12 +8,22 @@
 //!
 //! The sharded KV (the shard controller) replaces the fixed key-to-group map with numbered
 //! configurations; the group-to-core rule stays.
+//!
+//! Besides the KV groups every node hosts the shard controller's group, [`CONTROLLER_GROUP`]:
+//! a reserved id far above any KV group (at most 4096), placed on a core by the same rule and
+//! replicated on every node like the others.
 
 use std::num::NonZeroUsize;
 
 use shardcore_io::{core_for_group, CoreId};
 
 use crate::raft::GroupId;
+
+/// The shard controller's Raft group. Reserved: KV groups are `1..=groups` with `groups` at
+/// most 4096, and shard groups joined through the controller may not use it (the CLI refuses
+/// it). Part of the on-disk layout (its log records and `snap-<group>-...` files name it), so it
+/// never changes; its core is `core_of_group(CONTROLLER_GROUP, cores)`, pinned by a golden test.
+pub const CONTROLLER_GROUP: GroupId = u64::MAX;
 
 /// FNV-1a, 64-bit: a stable, dependency-free hash of the key bytes.
 pub fn key_hash(key: &[u8]) -> u64 {
@@ -41,11 +51,25 @@ pub fn core_of_group(group: GroupId, cores: usize) -> usize {
     core
 }
 
-/// The groups core `core` of a node with `cores` cores owns, ascending.
+/// The KV groups core `core` of a node with `cores` cores owns, ascending.
 pub fn groups_of_core(core: usize, cores: usize, groups: u64) -> Vec<GroupId> {
     (1..=groups)
         .filter(|&g| core_of_group(g, cores) == core)
         .collect()
+}
+
+/// Every group core `core` hosts: its KV groups, then the controller's group if it lands here.
+pub fn hosted_groups_of_core(core: usize, cores: usize, groups: u64) -> Vec<GroupId> {
+    let mut hosted = groups_of_core(core, cores, groups);
+    if core_of_group(CONTROLLER_GROUP, cores) == core {
+        hosted.push(CONTROLLER_GROUP);
+    }
+    hosted
+}
+
+/// True when a node with `groups` KV groups hosts `group` (on some core).
+pub fn is_hosted(group: GroupId, groups: u64) -> bool {
+    (1..=groups).contains(&group) || group == CONTROLLER_GROUP
 }
 
 #[cfg(test)]
@@ -63,6 +87,25 @@ mod tests {
     }
 
     const GOLDEN_8: [u64; 8] = [8, 7, 4, 3, 1, 3, 5, 3];
+
+    /// Golden values: the controller's core is part of the on-disk layout too.
+    #[test]
+    fn controller_placement_is_pinned() {
+        let cores: Vec<usize> = (1..=8)
+            .map(|cores| core_of_group(CONTROLLER_GROUP, cores))
+            .collect();
+        assert_eq!(cores, GOLDEN_CONTROLLER_CORES);
+        for cores in 1..=8 {
+            let hosting: Vec<usize> = (0..cores)
+                .filter(|&c| hosted_groups_of_core(c, cores, 8).contains(&CONTROLLER_GROUP))
+                .collect();
+            assert_eq!(hosting.len(), 1, "one core of {cores} hosts the controller");
+        }
+        assert!(is_hosted(CONTROLLER_GROUP, 8) && is_hosted(8, 8) && !is_hosted(9, 8));
+        assert!(!is_hosted(0, 8));
+    }
+
+    const GOLDEN_CONTROLLER_CORES: [usize; 8] = [0, 0, 0, 3, 3, 3, 3, 3];
 
     #[test]
     fn every_group_has_one_core_and_keys_spread() {

@@ -8,8 +8,10 @@
 //!   stops the whole process before anything unsaved is acknowledged;
 //! - a **ticker** drives Raft and request timeouts every `tick_ms`;
 //! - a **client listener** on the shared client port (every core binds it with SO_REUSEPORT;
-//!   the kernel spreads connections). A request for a group another core owns travels there
-//!   over the mesh, and its reply travels back;
+//!   the kernel spreads connections). A connection carries KV request frames and shard
+//!   controller request frames alike; a request for a group another core owns (a KV group, or
+//!   the controller's group [`CONTROLLER_GROUP`]) travels there over the mesh, and its reply
+//!   travels back;
 //! - a **peer listener** on `peer_port + core`; peers send each core the traffic of the groups
 //!   it owns. A message for a group owned elsewhere (a peer with another core count) is
 //!   forwarded over the mesh;
@@ -37,11 +39,14 @@ use shardcore_protocol::FrameKind;
 use tracing::{debug, error, info, warn};
 
 use super::config::NodeConfig;
-use super::core::{CoreConfig, CoreNode, WriteBatch};
+use super::core::{CoreConfig, CoreNode, HostedRequest, HostedResponse, WriteBatch};
 use super::disk::{CoreDisk, DiskError};
-use super::placement::{core_of_group, group_for_key, groups_of_core, key_hash};
-use crate::kv::{Op, Response};
+use super::placement::{
+    core_of_group, group_for_key, hosted_groups_of_core, is_hosted, key_hash, CONTROLLER_GROUP,
+};
+use crate::kv::Op;
 use crate::raft::{GroupId, Message, NodeId};
+use crate::wire::shardctl::{decode_controller_request, ControllerReply, ControllerRequest};
 use crate::wire::{
     decode_hello, decode_raft_batch, decode_requests, ClientReply, ClientRequest, Encoder, Hello,
     HelloRole, ReplyError, RequestId,
@@ -56,15 +61,15 @@ pub enum CoreMsg {
         token: u64,
         /// The group.
         group: GroupId,
-        /// The request.
-        request: crate::kv::Request,
+        /// The request, of the group's service.
+        request: HostedRequest,
     },
     /// A reply for a connection of the receiving core.
     Reply {
         /// The token the request came with.
         token: u64,
         /// The answer.
-        response: Response,
+        response: HostedResponse,
     },
     /// Raft messages for groups the receiving core owns.
     Raft(Vec<Message>),
@@ -132,6 +137,8 @@ enum DiskDone {
 struct ClientConn {
     writer: FrameWriter,
     replies: RefCell<Vec<ClientReply>>,
+    /// Controller replies travel one a frame (`ControllerReply` holds one), after the KV batch.
+    ctl_replies: RefCell<Vec<ControllerReply>>,
 }
 
 struct CoreState {
@@ -167,7 +174,7 @@ fn wall_ms() -> u64 {
 async fn core_main(core: Core<CoreMsg>, config: NodeConfig) -> Result<(), ServerError> {
     let me = core.id().0;
     let cores = core.count();
-    let groups = groups_of_core(me, cores, config.groups);
+    let groups = hosted_groups_of_core(me, cores, config.groups);
     let (disk, boots) = CoreDisk::open(&config.data_dir, me, &groups, config.wal_config())
         .map_err(|e| ServerError(format!("core {me}: opening storage: {e}")))?;
     let recovery = disk.recovery();
@@ -184,6 +191,7 @@ async fn core_main(core: Core<CoreMsg>, config: NodeConfig) -> Result<(), Server
         voters: config.voters(),
         raft: config.raft_config(),
         kv: config.kv_server(),
+        ctl: config.ctl_settings(),
         seed: wall_ms() ^ (config.node_id << 32) ^ me as u64,
     };
     let node =
@@ -547,7 +555,7 @@ impl CoreState {
         true
     }
 
-    fn route_reply(self: &Rc<Self>, token: u64, response: Response) {
+    fn route_reply(self: &Rc<Self>, token: u64, response: HostedResponse) {
         let origin = (token >> 56) as usize;
         if origin == self.me {
             self.deliver_reply(token, &response);
@@ -565,19 +573,18 @@ impl CoreState {
         }
     }
 
-    fn deliver_reply(&self, token: u64, response: &Response) {
+    fn deliver_reply(&self, token: u64, response: &HostedResponse) {
         let Some((conn_id, id)) = self.tokens.borrow_mut().remove(&token) else {
             return;
         };
-        let conns = self.conns.borrow();
-        let Some(conn) = conns.get(&conn_id) else {
-            return;
-        };
-        let mut replies = conn.replies.borrow_mut();
-        if replies.is_empty() {
-            self.conns_with_replies.borrow_mut().push(conn_id);
+        match response {
+            HostedResponse::Kv(response) => {
+                self.reply_now(conn_id, ClientReply::from_response(id, response))
+            }
+            HostedResponse::Ctl(response) => {
+                self.ctl_reply_now(conn_id, ControllerReply::from_response(id, response))
+            }
         }
-        replies.push(ClientReply::from_response(id, response));
     }
 
     fn reply_now(&self, conn_id: u64, reply: ClientReply) {
@@ -586,7 +593,19 @@ impl CoreState {
             return;
         };
         let mut replies = conn.replies.borrow_mut();
-        if replies.is_empty() {
+        if replies.is_empty() && conn.ctl_replies.borrow().is_empty() {
+            self.conns_with_replies.borrow_mut().push(conn_id);
+        }
+        replies.push(reply);
+    }
+
+    fn ctl_reply_now(&self, conn_id: u64, reply: ControllerReply) {
+        let conns = self.conns.borrow();
+        let Some(conn) = conns.get(&conn_id) else {
+            return;
+        };
+        let mut replies = conn.ctl_replies.borrow_mut();
+        if replies.is_empty() && conn.replies.borrow().is_empty() {
             self.conns_with_replies.borrow_mut().push(conn_id);
         }
         replies.push(reply);
@@ -604,23 +623,44 @@ impl CoreState {
             for chunk in replies.chunks(shardcore_protocol::limits::MAX_REQUESTS_PER_FRAME) {
                 let mut encoder = self.encoder.borrow_mut();
                 match encoder.replies_body(chunk) {
-                    Ok(body) => match conn.writer.try_send(FrameKind::ClientResponse, body) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                            // The client reads slower than it asks: wait for room rather than
-                            // drop answers (a dropped answer costs the client a timeout).
-                            let body = body.to_vec();
-                            let conn = conn.clone();
-                            shardcore_io::spawn(async move {
-                                let _ = conn.writer.send(FrameKind::ClientResponse, &body).await;
-                            })
-                            .detach();
-                        }
-                        Err(e) => debug!(core = self.me, conn = conn_id, "client gone: {e}"),
-                    },
+                    Ok(body) => {
+                        self.send_reply_frame(&conn, conn_id, FrameKind::ClientResponse, body)
+                    }
                     Err(e) => warn!(core = self.me, conn = conn_id, "cannot encode replies: {e}"),
                 }
             }
+            let ctl_replies = std::mem::take(&mut *conn.ctl_replies.borrow_mut());
+            for reply in &ctl_replies {
+                let mut encoder = self.encoder.borrow_mut();
+                match encoder.controller_reply_body(reply) {
+                    Ok(body) => {
+                        self.send_reply_frame(&conn, conn_id, FrameKind::ControllerReply, body)
+                    }
+                    Err(e) => warn!(
+                        core = self.me,
+                        conn = conn_id,
+                        "cannot encode a controller reply: {e}"
+                    ),
+                }
+            }
+        }
+    }
+
+    /// Queues one reply frame on a client connection.
+    fn send_reply_frame(&self, conn: &Rc<ClientConn>, conn_id: u64, kind: FrameKind, body: &[u8]) {
+        match conn.writer.try_send(kind, body) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                // The client reads slower than it asks: wait for room rather than drop
+                // answers (a dropped answer costs the client a timeout).
+                let body = body.to_vec();
+                let conn = conn.clone();
+                shardcore_io::spawn(async move {
+                    let _ = conn.writer.send(kind, &body).await;
+                })
+                .detach();
+            }
+            Err(e) => debug!(core = self.me, conn = conn_id, "client gone: {e}"),
         }
     }
 
@@ -631,7 +671,9 @@ impl CoreState {
                 group,
                 request,
             } => {
-                self.node.borrow_mut().on_request(group, token, request);
+                self.node
+                    .borrow_mut()
+                    .on_hosted_request(group, token, request);
             }
             CoreMsg::Reply { token, response } => self.deliver_reply(token, &response),
             CoreMsg::Raft(messages) => {
@@ -674,22 +716,31 @@ impl CoreState {
             Rc::new(ClientConn {
                 writer,
                 replies: RefCell::new(Vec::new()),
+                ctl_replies: RefCell::new(Vec::new()),
             }),
         );
         let mut requests = Vec::new();
         let why = loop {
-            let frame = match next_frame_of(&mut reader, FrameKind::ClientRequest, "a client").await
-            {
+            let frame = match reader.next_frame().await {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break None,
-                Err(why) => break Some(why),
+                Err(e) => break Some(e.to_string()),
             };
-            requests.clear();
-            if let Err(e) = decode_requests(&frame.body, &mut requests) {
-                break Some(format!("bad request frame: {e}"));
-            }
-            for request in requests.drain(..) {
-                self.on_client_request(conn_id, request);
+            match frame.kind {
+                FrameKind::ClientRequest => {
+                    requests.clear();
+                    if let Err(e) = decode_requests(&frame.body, &mut requests) {
+                        break Some(format!("bad request frame: {e}"));
+                    }
+                    for request in requests.drain(..) {
+                        self.on_client_request(conn_id, request);
+                    }
+                }
+                FrameKind::ControllerRequest => match decode_controller_request(&frame.body) {
+                    Ok(request) => self.on_controller_request(conn_id, request),
+                    Err(e) => break Some(format!("bad controller request frame: {e}")),
+                },
+                other => break Some(format!("unexpected {other:?} frame from a client")),
             }
             self.schedule_pump();
         };
@@ -720,13 +771,34 @@ impl CoreState {
             self.reply_now(conn_id, reply);
             return;
         }
+        self.route_request(conn_id, id, group, HostedRequest::Kv(request));
+    }
+
+    /// A shard controller request: always for [`CONTROLLER_GROUP`], wherever it lives.
+    fn on_controller_request(self: &Rc<Self>, conn_id: u64, request: ControllerRequest) {
+        let ControllerRequest { id, request } = request;
+        // The replica judges the session (an unknown one is answered SessionExpired).
+        self.route_request(conn_id, id, CONTROLLER_GROUP, HostedRequest::Ctl(request));
+    }
+
+    /// Hands a request to the core that owns `group` (this one, or another over the mesh); its
+    /// reply finds the connection again through the token.
+    fn route_request(
+        self: &Rc<Self>,
+        conn_id: u64,
+        id: RequestId,
+        group: GroupId,
+        request: HostedRequest,
+    ) {
         let token = ((self.me as u64) << 56) | self.next_token.get();
         self.next_token
             .set((self.next_token.get() + 1) & ((1 << 56) - 1));
         self.tokens.borrow_mut().insert(token, (conn_id, id));
         let owner = core_of_group(group, self.cores);
         if owner == self.me {
-            self.node.borrow_mut().on_request(group, token, request);
+            self.node
+                .borrow_mut()
+                .on_hosted_request(group, token, request);
             return;
         }
         let msg = CoreMsg::Request {
@@ -789,7 +861,7 @@ impl CoreState {
                     }
                     if node.owns(message.group) {
                         node.step(message);
-                    } else if message.group >= 1 && message.group <= self.config.groups {
+                    } else if is_hosted(message.group, self.config.groups) {
                         let owner = core_of_group(message.group, self.cores);
                         elsewhere.entry(owner).or_default().push(message);
                     }

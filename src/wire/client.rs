@@ -16,6 +16,7 @@
 //! | `Ok(Reply::Swapped { swapped: true, found })` | `Ok`, ok kind `Swapped`, value found |
 //! | `Ok(Reply::Swapped { swapped: false, found })` | `CasMismatch`, value found |
 //! | `Err(ReplyError::Kv(KvError::WrongLeader { leader }))` | `NotLeader`, leader hint |
+//! | `Err(ReplyError::WrongShard { config_num })` | `WrongShard`, config num |
 //! | every other `KvError` and [`ReplyError`] | the status of the same name |
 
 use bytes::Bytes;
@@ -72,8 +73,13 @@ pub enum ReplyError {
     Kv(KvError),
     /// Reserved for the sharded KV: this node hosts no replica of the group named.
     WrongGroup,
-    /// Reserved for the sharded KV: the key's shard is not served by this group now.
-    WrongShard,
+    /// For the sharded KV: the key's shard is not served by this group now, judged by the shard
+    /// controller's configuration `config_num` (0: not said). A client behind that number
+    /// refreshes its configuration (`client::ShardRouter::needs_refresh`).
+    WrongShard {
+        /// The configuration the group judged by.
+        config_num: u64,
+    },
     /// The request was well-formed FlatBuffers but not a valid request.
     BadRequest,
     /// The replica cannot serve now (no leader known, recovering).
@@ -209,6 +215,10 @@ impl Encoder {
                 args.status = fb::Status::NotLeader;
                 args.leader_hint = *leader;
             }
+            Err(ReplyError::WrongShard { config_num }) => {
+                args.status = fb::Status::WrongShard;
+                args.config_num = *config_num;
+            }
             Err(error) => args.status = error_status(*error),
         }
         args.value = value.map(|value| builder.create_vector(&value[..]));
@@ -336,6 +346,9 @@ fn decode_reply(body: &Bytes, reply: &fb::Reply<'_>) -> Result<ClientReply, Deco
         fb::Status::NotLeader => Err(ReplyError::Kv(KvError::WrongLeader {
             leader: reply.leader_hint(),
         })),
+        fb::Status::WrongShard => Err(ReplyError::WrongShard {
+            config_num: reply.config_num(),
+        }),
         status => Err(status_error(status)?),
     };
     Ok(ClientReply {
@@ -375,7 +388,7 @@ fn decode_ok(reply: &fb::Reply<'_>, value: Option<Bytes>) -> Result<Reply, Decod
     })
 }
 
-/// The status for an error other than `WrongLeader` (which carries a hint).
+/// The status for an error other than `WrongLeader` and `WrongShard` (which carry a number).
 fn error_status(error: ReplyError) -> fb::Status {
     match error {
         ReplyError::Kv(KvError::WrongLeader { .. }) => fb::Status::NotLeader,
@@ -386,14 +399,15 @@ fn error_status(error: ReplyError) -> fb::Status {
         ReplyError::Kv(KvError::Timeout) => fb::Status::Timeout,
         ReplyError::Kv(KvError::Busy) => fb::Status::Busy,
         ReplyError::WrongGroup => fb::Status::WrongGroup,
-        ReplyError::WrongShard => fb::Status::WrongShard,
+        ReplyError::WrongShard { .. } => fb::Status::WrongShard,
         ReplyError::BadRequest => fb::Status::BadRequest,
         ReplyError::Unavailable => fb::Status::Unavailable,
         ReplyError::ShuttingDown => fb::Status::ShuttingDown,
     }
 }
 
-/// The error an error status names (every status but Ok, NotFound, CasMismatch, NotLeader).
+/// The error an error status names (every status but Ok, NotFound, CasMismatch, NotLeader,
+/// WrongShard).
 fn status_error(status: fb::Status) -> Result<ReplyError, DecodeError> {
     Ok(match status {
         fb::Status::KeyTooLarge => ReplyError::Kv(KvError::KeyTooLarge),
@@ -403,7 +417,6 @@ fn status_error(status: fb::Status) -> Result<ReplyError, DecodeError> {
         fb::Status::Timeout => ReplyError::Kv(KvError::Timeout),
         fb::Status::Busy => ReplyError::Kv(KvError::Busy),
         fb::Status::WrongGroup => ReplyError::WrongGroup,
-        fb::Status::WrongShard => ReplyError::WrongShard,
         fb::Status::BadRequest => ReplyError::BadRequest,
         fb::Status::Unavailable => ReplyError::Unavailable,
         fb::Status::ShuttingDown => ReplyError::ShuttingDown,

@@ -223,7 +223,7 @@ const REPLY_ERRORS: [ReplyError; 12] = [
     ReplyError::Kv(KvError::Timeout),
     ReplyError::Kv(KvError::Busy),
     ReplyError::WrongGroup,
-    ReplyError::WrongShard,
+    ReplyError::WrongShard { config_num: 0 },
     ReplyError::BadRequest,
     ReplyError::Unavailable,
     ReplyError::ShuttingDown,
@@ -253,6 +253,9 @@ fn client_reply(rng: &mut Rng, variant: u64) -> ClientReply {
                     leader: number(rng),
                 }))
             }
+            ReplyError::WrongShard { .. } => Err(ReplyError::WrongShard {
+                config_num: number(rng),
+            }),
             other => Err(other),
         },
     };
@@ -456,6 +459,40 @@ fn reply_from_response_keeps_the_result() {
             consistency: Consistency::Serializable,
         }
     );
+}
+
+/// WrongShard carries the configuration number it was judged by, through a frame and back;
+/// other statuses carry none, and a number sent with them anyway is not read.
+#[test]
+fn wrong_shard_carries_its_config_number() {
+    let mut encoder = Encoder::new();
+    for config_num in [0, 1, 41, u64::MAX] {
+        let reply = ClientReply {
+            id: 9,
+            result: Err(ReplyError::WrongShard { config_num }),
+            consistency: Consistency::Linearizable,
+        };
+        let body =
+            Bytes::copy_from_slice(encoder.replies_body(std::slice::from_ref(&reply)).unwrap());
+        let mut decoded = Vec::new();
+        decode_replies(&body, &mut decoded).expect("decodes");
+        assert_eq!(decoded, vec![reply]);
+    }
+    let mut builder = shardcore_protocol::flatbuffers::FlatBufferBuilder::new();
+    let args = fb_client::ReplyArgs {
+        id: 3,
+        status: fb_client::Status::Busy,
+        config_num: 12,
+        ..Default::default()
+    };
+    let reply = fb_client::Reply::create(&mut builder, &args);
+    let replies = Some(builder.create_vector(&[reply]));
+    let batch = fb_client::ReplyBatch::create(&mut builder, &fb_client::ReplyBatchArgs { replies });
+    builder.finish_minimal(batch);
+    let body = Bytes::copy_from_slice(builder.finished_data());
+    let mut decoded = Vec::new();
+    decode_replies(&body, &mut decoded).expect("decodes");
+    assert_eq!(decoded[0].result, Err(ReplyError::Kv(KvError::Busy)));
 }
 
 /// More requests than a frame may carry are refused by the encoder, and by the decoder when a

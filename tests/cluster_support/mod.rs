@@ -13,9 +13,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shardcore::client::workload::{self, WorkloadConfig, WorkloadReport};
+use shardcore::client::{Client, ClientConfig, ClientError};
 use shardcore::linearizability::{check_history, Verdict};
 use shardcore::node::config::{NodeConfig, PeerConfig};
 use shardcore::node::local::{stop_child, wait_listening};
+use shardcore::node::placement::CONTROLLER_GROUP;
+use shardcore::raft::NodeId;
+use shardcore::shardctl::{CtlOp, CtlReply};
 
 /// Groups in test clusters: several per core, so group commit and routing are exercised.
 pub const GROUPS: u64 = 4;
@@ -48,6 +52,11 @@ pub struct TestCluster {
 impl TestCluster {
     /// Starts `nodes` servers (1 core each) and waits until each listens.
     pub fn start(name: &str, nodes: u64) -> TestCluster {
+        TestCluster::start_with_cores(name, nodes, 1)
+    }
+
+    /// Starts `nodes` servers of `cores` cores each and waits until each listens.
+    pub fn start_with_cores(name: &str, nodes: u64, cores: usize) -> TestCluster {
         let dir = std::env::temp_dir().join(format!(
             "shardcore-{name}-{}-{}",
             std::process::id(),
@@ -55,9 +64,11 @@ impl TestCluster {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("test dir");
-        let base = free_ports((nodes * 2) as u16);
-        let client = |i: u64| SocketAddr::from(([127, 0, 0, 1], base + (i as u16 - 1) * 2));
-        let peer = |i: u64| SocketAddr::from(([127, 0, 0, 1], base + (i as u16 - 1) * 2 + 1));
+        // Per node: its client port, then one peer port per core.
+        let stride = 1 + cores as u16;
+        let base = free_ports(nodes as u16 * stride);
+        let client = |i: u64| SocketAddr::from(([127, 0, 0, 1], base + (i as u16 - 1) * stride));
+        let peer = |i: u64| SocketAddr::from(([127, 0, 0, 1], base + (i as u16 - 1) * stride + 1));
         let configs: Vec<NodeConfig> = (1..=nodes)
             .map(|id| {
                 let mut config = NodeConfig {
@@ -65,7 +76,7 @@ impl TestCluster {
                     client_addr: client(id),
                     peer_addr: peer(id),
                     data_dir: dir.join(format!("node-{id}")),
-                    cores: 1,
+                    cores,
                     pin: false,
                     groups: GROUPS,
                     log_level: "info".to_string(),
@@ -202,6 +213,44 @@ impl TestCluster {
         self.configs.iter().map(|c| c.client_addr).collect()
     }
 
+    /// A client configuration for this cluster, patient enough for a leader election or two.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new(
+            self.endpoints()
+                .into_iter()
+                .enumerate()
+                .map(|(i, addr)| (i as u64 + 1, addr))
+                .collect(),
+        );
+        config.cluster_id = self.configs[0].cluster_id.clone();
+        config.groups = GROUPS;
+        config.op_timeout = Duration::from_secs(20);
+        config
+    }
+
+    /// One shard controller operation through the client library (a fresh client on a
+    /// one-core runtime); also returns the node the client found leading the controller.
+    pub fn ctl(&self, op: CtlOp) -> (Result<CtlReply, ClientError>, Option<NodeId>) {
+        ctl_with(self.client_config(), op)
+    }
+
+    /// The `shardcore` binary with `args` after `ctl --endpoints ...`: (exit code, stdout,
+    /// stderr).
+    pub fn ctl_cli(&self, args: &[&str]) -> (i32, String, String) {
+        let endpoints: Vec<String> = self.endpoints().iter().map(|a| a.to_string()).collect();
+        let out = std::process::Command::new(&self.exe)
+            .args(["ctl", "--timeout-secs", "20", "--endpoints"])
+            .arg(endpoints.join(","))
+            .args(args)
+            .output()
+            .expect("run shardcore ctl");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     pub fn workload_config(&self, clients: usize, seconds: u64, seed: u64) -> WorkloadConfig {
         WorkloadConfig {
             endpoints: self.endpoints(),
@@ -233,6 +282,31 @@ impl TestCluster {
             .expect("workload thread")
             .expect("workload runs")
     }
+}
+
+/// One controller operation with a fresh client on a one-core runtime (callable from any
+/// thread): the result and the controller leader the client found.
+pub fn ctl_with(
+    config: ClientConfig,
+    op: CtlOp,
+) -> (Result<CtlReply, ClientError>, Option<NodeId>) {
+    let runtime = shardcore_io::RuntimeConfig {
+        cores: 1,
+        pinning: shardcore_io::runtime::Pinning::Unpinned,
+        name: "test-ctl".to_string(),
+        ..shardcore_io::RuntimeConfig::default()
+    };
+    let mut outputs = shardcore_io::run(runtime, move |_core: shardcore_io::Core<()>| {
+        let config = config.clone();
+        let op = op.clone();
+        async move {
+            let client = Client::new(config).expect("client config");
+            let result = client.ctl_execute(op).await;
+            (result, client.leader_hint(CONTROLLER_GROUP))
+        }
+    })
+    .expect("client runtime");
+    outputs.pop().expect("one core's output")
 }
 
 /// Asserts the report is clean: no lost acknowledged write, a linearizable history, and some

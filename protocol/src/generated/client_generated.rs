@@ -244,7 +244,8 @@ impl Status {
   pub const NotLeader: Self = Self(3);
   /// Reserved for the sharded KV: this node hosts no replica of the group named.
   pub const WrongGroup: Self = Self(4);
-  /// Reserved for the sharded KV: the key's shard is not served by this group now.
+  /// For the sharded KV: the key's shard is not served by this group now; `config_num` says
+  /// by which configuration.
   pub const WrongShard: Self = Self(5);
   /// The server gave up waiting; the request may still take effect.
   pub const Timeout: Self = Self(6);
@@ -1557,6 +1558,7 @@ impl<'a> Reply<'a> {
   pub const VT_LEADER_HINT: ::flatbuffers::VOffsetT = 12;
   pub const VT_SESSION: ::flatbuffers::VOffsetT = 14;
   pub const VT_CONSISTENCY: ::flatbuffers::VOffsetT = 16;
+  pub const VT_CONFIG_NUM: ::flatbuffers::VOffsetT = 18;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1568,6 +1570,7 @@ impl<'a> Reply<'a> {
     args: &'args ReplyArgs<'args>
   ) -> ::flatbuffers::WIPOffset<Reply<'bldr>> {
     let mut builder = ReplyBuilder::new(_fbb);
+    builder.add_config_num(args.config_num);
     builder.add_session(args.session);
     builder.add_leader_hint(args.leader_hint);
     builder.add_id(args.id);
@@ -1634,6 +1637,16 @@ impl<'a> Reply<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<Consistency>(Reply::VT_CONSISTENCY, Some(Consistency::Linearizable)).unwrap()}
   }
+  /// With WrongShard: the number of the shard controller configuration the group judged the
+  /// key by (0: not said). A client holding an older configuration asks the controller for a
+  /// newer one; one holding this or a newer one retries the group later.
+  #[inline]
+  pub fn config_num(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Reply::VT_CONFIG_NUM, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Reply<'_> {
@@ -1649,6 +1662,7 @@ impl ::flatbuffers::Verifiable for Reply<'_> {
      .visit_field::<u64>("leader_hint", Self::VT_LEADER_HINT, false)?
      .visit_field::<u64>("session", Self::VT_SESSION, false)?
      .visit_field::<Consistency>("consistency", Self::VT_CONSISTENCY, false)?
+     .visit_field::<u64>("config_num", Self::VT_CONFIG_NUM, false)?
      .finish();
     Ok(())
   }
@@ -1661,6 +1675,7 @@ pub struct ReplyArgs<'a> {
     pub leader_hint: u64,
     pub session: u64,
     pub consistency: Consistency,
+    pub config_num: u64,
 }
 impl<'a> Default for ReplyArgs<'a> {
   #[inline]
@@ -1673,6 +1688,7 @@ impl<'a> Default for ReplyArgs<'a> {
       leader_hint: 0,
       session: 0,
       consistency: Consistency::Linearizable,
+      config_num: 0,
     }
   }
 }
@@ -1711,6 +1727,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ReplyBuilder<'a, 'b, A> {
     self.fbb_.push_slot::<Consistency>(Reply::VT_CONSISTENCY, consistency, Consistency::Linearizable);
   }
   #[inline]
+  pub fn add_config_num(&mut self, config_num: u64) {
+    self.fbb_.push_slot::<u64>(Reply::VT_CONFIG_NUM, config_num, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ReplyBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     ReplyBuilder {
@@ -1735,6 +1755,7 @@ impl ::core::fmt::Debug for Reply<'_> {
       ds.field("leader_hint", &self.leader_hint());
       ds.field("session", &self.session());
       ds.field("consistency", &self.consistency());
+      ds.field("config_num", &self.config_num());
       ds.finish()
   }
 }
