@@ -77,6 +77,17 @@ impl AlignedBuf {
         self.len = 0;
     }
 
+    /// Sets the length to `len`, growing the allocation when needed. Bytes past the old length
+    /// are whatever the allocation held (zeros when it was made, or earlier contents): for a
+    /// buffer about to be filled by a read.
+    pub fn set_len(&mut self, len: usize) {
+        if len > self.len {
+            self.reserve(len - self.len);
+        }
+        // Every byte below `capacity` is initialised: `reserve` allocates zeroed memory.
+        self.len = len;
+    }
+
     /// Appends `bytes`.
     pub fn extend_from_slice(&mut self, bytes: &[u8]) {
         self.reserve(bytes.len());
