@@ -18,6 +18,8 @@
 //! - [`rng`]: the seeded pseudo-random generator used by the core and the simulator.
 //! - [`shardctl`]: the shard controller: numbered shard-to-group configurations with balanced,
 //!   minimal-movement rebalancing, replicated as its own Raft group (sans-I/O).
+//! - [`shardkv`]: the sharded key/value service: shard groups that follow the controller's
+//!   configurations in order and migrate shards with their sessions (sans-I/O).
 //! - [`sim`]: the deterministic cluster simulator: N nodes on virtual time in one thread, a seeded
 //!   faulty network, crashes that keep only what was durable, invariant checks after every step.
 #![deny(missing_docs)]
@@ -31,5 +33,6 @@ pub mod node;
 pub mod raft;
 pub mod rng;
 pub mod shardctl;
+pub mod shardkv;
 pub mod sim;
 pub mod wire;

@@ -3,8 +3,8 @@
 //! 1. The deterministic core (DESIGN.md, "a deterministic core") names no I/O, no clock and no
 //!    unseeded randomness: every `.rs` file under `src/raft`, `src/sim`, `src/rng.rs`, `src/kv`,
 //!    the node's pure parts (`src/node/{core,placement}.rs`), `src/wire`, the MapReduce
-//!    planner (`src/mapreduce/planner.rs` and its tests) and, once they
-//!    exist, `src/shardctl` and `src/shardkv` is scanned for the forbidden names
+//!    planner (`src/mapreduce/planner.rs` and its tests), `src/shardctl` and `src/shardkv`
+//!    (the sharded KV's groups, migration and clerk) is scanned for the forbidden names
 //!    below, and every hit is reported with its file and line. Comment lines (and trailing `//`
 //!    comments) are skipped, so the docs may still say what the code must not do.
 //! 2. Every source file of every crate starts with a `//!` module doc (STYLE.md: one concept per

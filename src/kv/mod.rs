@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`command`]: requests, replies, errors, size bounds, and a write's encoding in the log.
+//! - [`data`]: how a logged write changes key/value data (shared with the sharded KV's shards).
 //! - [`store`]: the state machine: the data and the bounded client session table (thesis §6.3),
 //!   changed only by applying committed entries; snapshots of both.
 //! - [`server`]: one replica's request handling around a Raft member: propose writes, read
@@ -16,6 +17,7 @@
 
 pub mod client;
 pub mod command;
+pub mod data;
 pub mod server;
 pub mod service;
 pub mod session;

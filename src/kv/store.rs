@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::command::*;
+use super::data::{apply_write, set, ValueTooLong};
 use super::service::{Refusal, ServiceApplied, StateMachine};
 use super::session::{SessionCheck, SessionTable};
 use crate::raft::Index;
@@ -111,48 +112,9 @@ impl KvStore {
     }
 
     fn execute(&mut self, op: &Op) -> Result<Reply, KvError> {
-        match op {
-            Op::Register | Op::Get { .. } => unreachable!("not a logged write"),
-            Op::Put { key, value } => {
-                self.set(key.clone(), value.clone());
-                Ok(Reply::Done)
-            }
-            Op::Append { key, value } => {
-                let old = self.data.get(key).map_or(0, Bytes::len);
-                if old + value.len() > MAX_VALUE_BYTES {
-                    return Err(KvError::ValueTooLarge);
-                }
-                let mut joined = BytesMut::with_capacity(old + value.len());
-                if let Some(current) = self.data.get(key) {
-                    joined.put_slice(current);
-                }
-                joined.put_slice(value);
-                self.set(key.clone(), joined.freeze());
-                Ok(Reply::Done)
-            }
-            Op::Delete { key } => {
-                if let Some(old) = self.data.remove(key) {
-                    self.data_bytes -= key.len() + old.len();
-                }
-                Ok(Reply::Done)
-            }
-            Op::CompareAndSwap { key, expected, new } => {
-                let found = self.data.get(key).cloned();
-                let swapped = found == *expected;
-                if swapped {
-                    self.set(key.clone(), new.clone());
-                }
-                Ok(Reply::Swapped { swapped, found })
-            }
-        }
-    }
-
-    fn set(&mut self, key: Bytes, value: Bytes) {
-        let added = key.len() + value.len();
-        if let Some(old) = self.data.insert(key.clone(), value) {
-            self.data_bytes -= key.len() + old.len();
-        }
-        self.data_bytes += added;
+        apply_write(&mut self.data, &mut self.data_bytes, op)
+            .expect("only logged writes are executed")
+            .map_err(|ValueTooLong| KvError::ValueTooLarge)
     }
 
     /// The reply already given to `(client, seq)`, when that is the session's latest: a retry
@@ -221,7 +183,7 @@ impl KvStore {
         for _ in 0..get_u64(&mut buf)? {
             let key = get_bytes(&mut buf, MAX_KEY_BYTES)?;
             let value = get_bytes(&mut buf, MAX_VALUE_BYTES)?;
-            store.set(key, value);
+            set(&mut store.data, &mut store.data_bytes, key, value);
         }
         store.sessions = SessionTable::decode(limits, now_ms, &mut buf, get_result)?;
         if !buf.is_empty() {

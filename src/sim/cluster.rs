@@ -27,6 +27,7 @@ use crate::raft::{
 };
 use crate::rng::Rng;
 use crate::shardctl::{CtlRequest, CtlResponse, CtlServer};
+use crate::shardkv::{Answer, Inquiry, ShardKvServer, ShardResponse};
 
 /// Upper bound on Readies drained after one input. A healthy core settles in a handful; more
 /// than this means the core keeps producing work from nothing.
@@ -39,9 +40,11 @@ const FAILURE_TRACE_LINES: usize = 40;
 
 mod kv;
 mod shardctl;
+mod shardkv;
 
 pub use kv::CompletedOp;
 pub use shardctl::{ControllerConfig, CtlCompletedOp};
+pub use shardkv::{ShardCompletedOp, ShardKvSimConfig};
 
 enum Event {
     Tick {
@@ -95,6 +98,59 @@ enum Event {
         incarnation: u64,
         response: CtlResponse,
     },
+    /// A sharded KV client's clock.
+    ShardClientTick {
+        client: usize,
+    },
+    /// A sharded KV request on its way to a replica of `group`.
+    ToShardServer {
+        client: usize,
+        server: NodeId,
+        incarnation: u64,
+        group: GroupId,
+        request: Request,
+    },
+    /// A sharded KV response on its way back.
+    ToShardClient {
+        client: usize,
+        server: NodeId,
+        incarnation: u64,
+        group: GroupId,
+        response: ShardResponse,
+    },
+    /// A sharded KV client's configuration query on its way to a controller replica.
+    ShardCtlToServer {
+        client: usize,
+        server: NodeId,
+        incarnation: u64,
+        request: CtlRequest,
+    },
+    /// The controller's answer on its way back to a sharded KV client.
+    ShardCtlToClient {
+        client: usize,
+        server: NodeId,
+        incarnation: u64,
+        response: CtlResponse,
+    },
+    /// A shard group's inquiry on its way to a replica of another group.
+    Inquiry {
+        from: NodeId,
+        from_group: GroupId,
+        from_incarnation: u64,
+        to: NodeId,
+        to_group: GroupId,
+        to_incarnation: u64,
+        inquiry: Inquiry,
+    },
+    /// The answer on its way back to the asking replica.
+    InquiryAnswer {
+        from: NodeId,
+        from_incarnation: u64,
+        to: NodeId,
+        to_group: GroupId,
+        to_incarnation: u64,
+        answer: Answer,
+    },
 }
 
 /// One member: the Raft core and the application above it. Dropped on crash.
@@ -105,6 +161,8 @@ struct Replica {
     kv: Option<KvServer>,
     /// The shard controller, on the controller's group when the cluster runs it.
     ctl: Option<CtlServer>,
+    /// A shard group replica, on the other groups when the cluster runs the sharded KV.
+    skv: Option<ShardKvServer>,
     /// The index of the last snapshot the application took or installed.
     last_snapshot_index: Index,
 }
@@ -114,8 +172,9 @@ struct SimNode {
     /// Bumped at every crash and restart; messages and disk completions carry the incarnation
     /// they belong to, and anything of an older one is dropped.
     incarnation: u64,
-    /// Indexed by group - 1; empty while crashed.
-    replicas: Vec<Replica>,
+    /// Indexed by group - 1 (`None`: a group this node is not a voter of); empty while
+    /// crashed.
+    replicas: Vec<Option<Replica>>,
     /// Indexed by group - 1; survives crashes.
     durable: Vec<Durable>,
     disk: DiskQueue,
@@ -162,6 +221,12 @@ pub struct Cluster {
     ctl_clients: Vec<shardctl::SimCtlClient>,
     /// Every controller operation that ended, in the order they ended.
     ctl_history: Vec<shardctl::CtlCompletedOp>,
+    /// Sharded KV clients, by handle.
+    shard_clients: Vec<shardkv::SimShardClient>,
+    /// Every sharded KV operation that ended, in the order they ended.
+    shard_history: Vec<shardkv::ShardCompletedOp>,
+    /// Which replica of a group an inquiry goes to.
+    inquiry_rng: Rng,
 }
 
 impl Cluster {
@@ -209,6 +274,9 @@ impl Cluster {
             kv_history: Vec::new(),
             ctl_clients: Vec::new(),
             ctl_history: Vec::new(),
+            shard_clients: Vec::new(),
+            shard_history: Vec::new(),
+            inquiry_rng: Rng::stream(cfg.seed, "inquiries"),
             cfg,
         };
         for node in cluster.cfg.node_ids() {
@@ -326,6 +394,7 @@ impl Cluster {
                 incarnation,
                 response,
             } => self.on_ctl_response(client, server, incarnation, response),
+            event => self.on_shardkv_event(event),
         }
     }
 
@@ -340,7 +409,7 @@ impl Cluster {
         if !self.is_current(node, incarnation) {
             return;
         }
-        for group in self.cfg.group_ids() {
+        for group in self.cfg.groups_of(node) {
             let replica = self.replica_mut(node, group);
             replica.raw.tick();
             if let Some(kv) = replica.kv.as_mut() {
@@ -349,7 +418,11 @@ impl Cluster {
             if let Some(ctl) = replica.ctl.as_mut() {
                 ctl.tick();
             }
+            if let Some(skv) = replica.skv.as_mut() {
+                skv.tick();
+            }
             self.drain(node, group);
+            self.flush_shardkv(node, group);
         }
         self.queue.push(
             self.now_us + self.cfg.tick_us,
@@ -459,6 +532,7 @@ impl Cluster {
             self.maybe_take_snapshot(node, group);
             self.flush_kv_responses(node, group);
             self.flush_ctl_responses(node, group);
+            self.flush_shardkv(node, group);
         }
         self.fail(Some(node), Some(group), "the Ready loop did not settle");
     }
@@ -482,6 +556,9 @@ impl Cluster {
             }
             if let Some(ctl) = replica.ctl.as_mut() {
                 ctl.on_soft_state(soft);
+            }
+            if let Some(skv) = replica.skv.as_mut() {
+                skv.on_soft_state(soft);
             }
         }
         for message in messages {
@@ -526,6 +603,9 @@ impl Cluster {
         if let Some(ctl) = replica.ctl.as_mut() {
             ctl.on_read_states(&read_states);
         }
+        if let Some(skv) = replica.skv.as_mut() {
+            skv.on_read_states(&read_states);
+        }
         for rs in read_states {
             let at_us = self.now_us;
             self.reads.push(ObservedRead {
@@ -552,7 +632,9 @@ impl Cluster {
         }
         let result = self.checker.on_leader(group, soft.term, node);
         self.check(result, Some(node), Some(group));
-        let raw = &self.nodes[node as usize - 1].replicas[group as usize - 1].raw;
+        let raw = &(self.nodes[node as usize - 1].replicas[group as usize - 1].as_ref())
+            .expect("a leader is a member")
+            .raw;
         let result = self.checker.on_become_leader(group, node, soft.term, raw);
         self.check(result, Some(node), Some(group));
     }
@@ -608,6 +690,12 @@ impl Cluster {
                 self.fail(Some(node), Some(group), &what);
             }
         }
+        if let Some(skv) = self.replica_mut(node, group).skv.as_mut() {
+            if let Err(e) = skv.on_snapshot(index, &kv_bytes) {
+                let what = format!("installed sharded KV snapshot: {e}");
+                self.fail(Some(node), Some(group), &what);
+            }
+        }
         if app.applied != snapshot.meta.index {
             let what = format!(
                 "snapshot meta says index {} but its data is at {}",
@@ -648,6 +736,9 @@ impl Cluster {
         if let Some(ctl) = replica.ctl.as_mut() {
             ctl.on_committed(entries);
         }
+        if let Some(skv) = replica.skv.as_mut() {
+            skv.on_committed(entries);
+        }
         let new_frontier = self.checker.max_committed(group);
         if new_frontier > frontier {
             let kind = TraceKind::Commit {
@@ -678,7 +769,8 @@ impl Cluster {
             .kv
             .as_ref()
             .is_some_and(|kv| kv.wants_snapshot(raft_state_bytes))
-            || (replica.ctl.as_ref()).is_some_and(|ctl| ctl.wants_snapshot(raft_state_bytes));
+            || (replica.ctl.as_ref()).is_some_and(|ctl| ctl.wants_snapshot(raft_state_bytes))
+            || (replica.skv.as_ref()).is_some_and(|skv| skv.wants_snapshot(raft_state_bytes));
         if !every_due && !size_due {
             return;
         }
@@ -689,7 +781,8 @@ impl Cluster {
         let data = join_snapshot(
             replica.app.to_snapshot(padding_bytes),
             (replica.kv.as_ref().map(KvServer::snapshot))
-                .or_else(|| replica.ctl.as_ref().map(CtlServer::snapshot)),
+                .or_else(|| replica.ctl.as_ref().map(CtlServer::snapshot))
+                .or_else(|| replica.skv.as_ref().map(ShardKvServer::snapshot)),
         );
         let snapshot = Snapshot {
             meta: SnapshotMeta { index, term },
@@ -715,13 +808,17 @@ impl Cluster {
 
     /// Builds a node's members from its durable state and starts its ticks.
     fn boot(&mut self, node: NodeId) {
-        let voters: Vec<NodeId> = self.cfg.node_ids().collect();
         let n = &mut self.nodes[node as usize - 1];
         assert!(!n.alive);
         n.incarnation += 1;
         n.alive = true;
         let incarnation = n.incarnation;
         for group in self.cfg.group_ids() {
+            if !self.cfg.hosts(node, group) {
+                self.nodes[node as usize - 1].replicas.push(None);
+                continue;
+            }
+            let voters = self.cfg.members(group);
             let durable = &self.nodes[node as usize - 1].durable[group as usize - 1];
             let restore = durable.restore();
             let (app, kv_bytes, meta) = match &restore.snapshot {
@@ -732,7 +829,11 @@ impl Cluster {
                 },
             };
             let ctl = self.boot_controller(node, group, kv_bytes.as_ref().map(|b| (meta.index, b)));
-            let runs_kv = ctl.is_none();
+            let skv = match ctl {
+                Some(_) => None,
+                None => self.boot_shardkv(node, group, kv_bytes.as_ref().map(|b| (meta.index, b))),
+            };
+            let runs_kv = ctl.is_none() && skv.is_none();
             let kv = match (self.cfg.kv.filter(|_| runs_kv), kv_bytes) {
                 (None, _) => None,
                 (Some(config), None) => Some(KvServer::new(config)),
@@ -749,7 +850,7 @@ impl Cluster {
             };
             let salt = format!("raft n{node} g{group} i{incarnation}");
             let seed = Rng::stream(self.cfg.seed, &salt).next_u64();
-            let config = self.cfg.member_config(node, group, voters.clone(), seed);
+            let config = self.cfg.member_config(node, group, voters, seed);
             let raw = match RawNode::new(config, restore) {
                 Ok(raw) => raw,
                 Err(e) => self.fail(Some(node), Some(group), &format!("RawNode::new: {e}")),
@@ -761,14 +862,15 @@ impl Cluster {
                 app,
                 kv,
                 ctl,
+                skv,
                 last_snapshot_index: meta.index,
             };
-            self.nodes[node as usize - 1].replicas.push(replica);
+            self.nodes[node as usize - 1].replicas.push(Some(replica));
         }
         let phase_us = self.tick_rng.range(0, self.cfg.tick_us);
         self.queue
             .push(self.now_us + phase_us, Event::Tick { node, incarnation });
-        for group in self.cfg.group_ids() {
+        for group in self.cfg.groups_of(node) {
             self.drain(node, group);
         }
     }
@@ -988,6 +1090,7 @@ impl Cluster {
         self.node(node)
             .replicas
             .get(group as usize - 1)
+            .and_then(Option::as_ref)
             .map(|r| &r.raw)
     }
 
@@ -996,6 +1099,7 @@ impl Cluster {
         self.node(node)
             .replicas
             .get(group as usize - 1)
+            .and_then(Option::as_ref)
             .map(|r| r.app)
     }
 
@@ -1087,11 +1191,15 @@ impl Cluster {
     }
 
     fn replica(&self, node: NodeId, group: GroupId) -> &Replica {
-        &self.nodes[node as usize - 1].replicas[group as usize - 1]
+        self.nodes[node as usize - 1].replicas[group as usize - 1]
+            .as_ref()
+            .expect("the node hosts the group")
     }
 
     fn replica_mut(&mut self, node: NodeId, group: GroupId) -> &mut Replica {
-        &mut self.nodes[node as usize - 1].replicas[group as usize - 1]
+        self.nodes[node as usize - 1].replicas[group as usize - 1]
+            .as_mut()
+            .expect("the node hosts the group")
     }
 
     fn check(&self, result: Result<(), String>, node: Option<NodeId>, group: Option<GroupId>) {

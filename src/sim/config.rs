@@ -1,7 +1,7 @@
 //! What a simulated cluster is made of: node and group counts, the Raft tuning every member gets,
 //! the application's snapshot policy, the network's and the disk's fault settings, and tracing.
 
-use super::cluster::ControllerConfig;
+use super::cluster::{ControllerConfig, ShardKvSimConfig};
 use crate::kv::KvServerConfig;
 use crate::raft::{Config, GroupId, NodeId};
 
@@ -41,8 +41,13 @@ pub struct SimConfig {
     pub seed: u64,
     /// Node count; ids are `1..=nodes`.
     pub nodes: usize,
-    /// Group count; ids are `1..=groups`. Every node is a voter of every group.
+    /// Group count; ids are `1..=groups`. Every node is a voter of every group unless
+    /// [`SimConfig::group_members`] says otherwise.
     pub groups: usize,
+    /// The voters of each group, indexed by group - 1 (a group not listed, or an empty list:
+    /// every node). A node hosts only the groups it is a voter of, so a whole group can be
+    /// crashed by crashing its nodes (the lab's "3 groups × 3 nodes + controller").
+    pub group_members: Vec<Vec<NodeId>>,
     /// Raft settings for every member (its identity fields are filled in per member; tests
     /// change the others to override them).
     pub raft: Config,
@@ -71,6 +76,8 @@ pub struct SimConfig {
     pub kv: Option<KvServerConfig>,
     /// Run the shard controller on one group (instead of KV there). `None`: no controller.
     pub controller: Option<ControllerConfig>,
+    /// Run the sharded KV on every group but the controller's (instead of KV there).
+    pub shardkv: Option<ShardKvSimConfig>,
 }
 
 impl SimConfig {
@@ -92,6 +99,8 @@ impl SimConfig {
             trace_messages: false,
             kv: None,
             controller: None,
+            shardkv: None,
+            group_members: Vec::new(),
         }
     }
 
@@ -115,6 +124,31 @@ impl SimConfig {
     /// The node ids, `1..=nodes`.
     pub fn node_ids(&self) -> impl Iterator<Item = NodeId> {
         1..=self.nodes as NodeId
+    }
+
+    /// The voters of `group`, in id order.
+    pub fn members(&self, group: GroupId) -> Vec<NodeId> {
+        match self.group_members.get(group as usize - 1) {
+            Some(list) if !list.is_empty() => {
+                let mut list = list.clone();
+                list.sort_unstable();
+                list
+            }
+            _ => self.node_ids().collect(),
+        }
+    }
+
+    /// True when `node` is a voter of `group` (and so hosts a member of it).
+    pub fn hosts(&self, node: NodeId, group: GroupId) -> bool {
+        match self.group_members.get(group as usize - 1) {
+            Some(list) if !list.is_empty() => list.contains(&node),
+            _ => true,
+        }
+    }
+
+    /// The groups `node` hosts, in id order.
+    pub fn groups_of(&self, node: NodeId) -> Vec<GroupId> {
+        self.group_ids().filter(|&g| self.hosts(node, g)).collect()
     }
 
     /// The group ids, `1..=groups`.

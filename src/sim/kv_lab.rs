@@ -450,7 +450,36 @@ pub fn history(c: &Cluster) -> Vec<HistoryOp> {
 
 /// One completed operation as a history line (None: it cannot have had an effect).
 pub fn history_op(done: &CompletedOp) -> Option<HistoryOp> {
-    let (op, key, value, expected) = match &done.op {
+    let learned = match &done.outcome {
+        Outcome::Unknown => Learned::Unknown,
+        Outcome::Completed(Err(_)) => Learned::Refused,
+        Outcome::Completed(Ok(reply)) => Learned::Replied(reply),
+    };
+    history_line(done.client, &done.op, learned, done.call_us, done.return_us)
+}
+
+/// What a client learned of one KV operation it ran (in any service that takes KV ops).
+#[derive(Clone, Copy, Debug)]
+pub enum Learned<'a> {
+    /// Nothing: it may or may not have taken effect.
+    Unknown,
+    /// It was refused outright and changed nothing.
+    Refused,
+    /// This reply.
+    Replied(&'a Reply),
+}
+
+/// The history line of client `client`'s operation `op`, called at `call_us` and answered at
+/// `return_us` (virtual time) with what the client `learned`; `None` when it cannot have had
+/// an effect (a registration, a refusal).
+pub fn history_line(
+    client: usize,
+    op: &Op,
+    learned: Learned<'_>,
+    call_us: u64,
+    return_us: u64,
+) -> Option<HistoryOp> {
+    let (op, key, value, expected) = match op {
         Op::Register => return None,
         Op::Get { key } => (OpKind::Get, key.clone(), None, None),
         Op::Put { key, value } => (OpKind::Put, key.clone(), Some(value.clone()), None),
@@ -463,27 +492,27 @@ pub fn history_op(done: &CompletedOp) -> Option<HistoryOp> {
             expected.clone(),
         ),
     };
-    let (ok, output) = match &done.outcome {
-        Outcome::Unknown => (None, None),
-        Outcome::Completed(Err(_)) => return None,
-        Outcome::Completed(Ok(Reply::Value(v))) => (Some(true), v.clone()),
-        Outcome::Completed(Ok(Reply::Swapped { swapped: true, .. })) => (Some(true), None),
-        Outcome::Completed(Ok(Reply::Swapped {
+    let (ok, output) = match learned {
+        Learned::Unknown => (None, None),
+        Learned::Refused => return None,
+        Learned::Replied(Reply::Value(v)) => (Some(true), v.clone()),
+        Learned::Replied(Reply::Swapped { swapped: true, .. }) => (Some(true), None),
+        Learned::Replied(Reply::Swapped {
             swapped: false,
             found,
-        })) => (Some(false), found.clone()),
-        Outcome::Completed(Ok(Reply::Done | Reply::Registered { .. })) => (Some(true), None),
+        }) => (Some(false), found.clone()),
+        Learned::Replied(Reply::Done | Reply::Registered { .. }) => (Some(true), None),
     };
     Some(HistoryOp {
-        client: done.client as u64,
+        client: client as u64,
         op,
         key,
         value,
         expected,
         output,
         ok,
-        call_ns: done.call_us * 1000,
-        return_ns: done.return_us * 1000,
+        call_ns: call_us * 1000,
+        return_ns: return_us * 1000,
     })
 }
 

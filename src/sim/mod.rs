@@ -14,6 +14,10 @@
 //! - [`shardctl_lab`]: the lab's shard controller checks (`check`, same config on every
 //!   replica) and a history check of linearizable queries and exactly-once changes; the
 //!   controller itself runs on one group of a [`Cluster`] (`SimConfig::controller`).
+//! - [`shardkv_lab`]: the lab's sharded KV setting (three groups of three nodes and a
+//!   controller; `SimConfig::group_members` puts groups on node subsets), its operations,
+//!   a concurrent append workload, the history and persisted-size checks; the shard groups run
+//!   on a [`Cluster`] (`SimConfig::shardkv`), their inquiries over the simulated network.
 //! - [`lab`]: the MIT 6.5840 tester's helpers (`check_one_leader`, `one`, `wait`, ...).
 //! - [`network`]: who can talk to whom; delays, losses, reordering.
 //! - [`disk`]: per-node FIFO write queues and the durable state they build.
@@ -49,12 +53,16 @@ pub mod lab;
 pub mod network;
 mod queue;
 pub mod shardctl_lab;
+pub mod shardkv_lab;
 pub mod stats;
 pub mod trace;
 
 pub use app::AppState;
 pub use chaos::{Chaos, ChaosConfig, ChaosCounts};
-pub use cluster::{Cluster, CompletedOp, ControllerConfig, CtlCompletedOp, ObservedRead};
+pub use cluster::{
+    Cluster, CompletedOp, ControllerConfig, CtlCompletedOp, ObservedRead, ShardCompletedOp,
+    ShardKvSimConfig,
+};
 pub use config::{sim_raft_defaults, SimConfig, TraceMode};
 pub use invariants::CommittedEntry;
 pub use lab::LAB_ELECTION_TIMEOUT_MS;

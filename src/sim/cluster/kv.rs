@@ -108,6 +108,7 @@ impl Cluster {
             return None;
         }
         n.replicas[group as usize - 1]
+            .as_ref()?
             .kv
             .as_ref()
             .map(|kv| kv.store())

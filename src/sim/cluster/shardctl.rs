@@ -82,11 +82,11 @@ impl Cluster {
 
     /// Adds a controller client that can reach every node; returns its handle.
     pub fn ctl_client(&mut self) -> usize {
-        self.controller();
+        let group = self.controller().group;
         let handle = self.ctl_clients.len();
         let salt = format!("ctl client {handle}");
         let seed = Rng::stream(self.cfg.seed, &salt).next_u64();
-        let servers: Vec<NodeId> = self.cfg.node_ids().collect();
+        let servers: Vec<NodeId> = self.cfg.members(group);
         let clerk = CtlClerk::new(servers.clone(), ClerkConfig::default(), seed);
         self.ctl_clients.push(SimCtlClient {
             clerk,
@@ -144,6 +144,7 @@ impl Cluster {
             return None;
         }
         n.replicas[group as usize - 1]
+            .as_ref()?
             .ctl
             .as_ref()
             .map(|ctl| ctl.store())
@@ -216,6 +217,10 @@ impl Cluster {
         let responses = ctl.take_responses();
         let incarnation = self.node(node).incarnation;
         for (reply_to, response) in responses {
+            if let Some(client) = shardkv::shard_client_of(reply_to) {
+                self.send_shard_ctl_response(node, client, response);
+                continue;
+            }
             let client = reply_to as usize;
             if !self.ctl_clients[client].reachable.contains(&node) {
                 continue;
