@@ -7,14 +7,27 @@
 # restarting them. Each iteration uses fresh keys; its history is checked for linearizability
 # and its acknowledged appends are looked for in the final values.
 #
-# Usage: scripts/crash-restart.sh [ITERATIONS] [NODES]     (defaults: 20, 3)
+# With --sharded, the same for the sharded KV with shards moving: the nodes run the controller
+# and 4 shard groups, groups 1-3 are joined at start, the workload takes the sharded path, and
+# each iteration, at its random moment, changes the configuration (moves a random shard to a
+# random joined group, or makes a group leave or join) and at once kills -9 the victims: the
+# kill lands while groups pull, install and delete the shards the change moved.
+#
+# Usage: scripts/crash-restart.sh [--sharded] [ITERATIONS] [NODES]     (defaults: 20, 3)
 # Env:   SEED (default: the time), SECONDS_PER_ITERATION (default 6), CLIENTS (default 8),
-#        KEEP=1 keeps the data directory, SHARDCORE=path to a built binary.
+#        SHARDS (with --sharded; default 16), KEEP=1 keeps the data directory,
+#        SHARDCORE=path to a built binary.
 # Exit:  0 when no acknowledged write was lost and every history is linearizable; 1 otherwise.
 set -euo pipefail
 
+sharded=0
+if [ "${1:-}" = "--sharded" ]; then
+    sharded=1
+    shift
+fi
 iterations="${1:-20}"
 nodes="${2:-3}"
+shards="${SHARDS:-16}"
 seed="${SEED:-$(date +%s)}"
 per_iteration="${SECONDS_PER_ITERATION:-6}"
 clients="${CLIENTS:-8}"
@@ -27,6 +40,13 @@ if [ -z "${SHARDCORE:-}" ]; then
 fi
 
 dir="$(mktemp -d -t shardcore-crash-XXXXXX)"
+# What the servers and the workload add in sharded mode.
+server_mode=()
+workload_mode=(--groups "$groups")
+if [ "$sharded" = 1 ]; then
+    server_mode=(--shards "$shards" --sharded)
+    workload_mode=(--sharded)
+fi
 pids=()
 
 cleanup() {
@@ -61,7 +81,8 @@ start_node() {
     done
     "$SHARDCORE" server --node-id "$i" --client-addr "$(client_addr "$i")" \
         --peer-addr "$(peer_addr "$i")" --data-dir "$dir/node-$i" --cores 1 --no-pin \
-        --groups "$groups" --log-level warn "${args[@]}" >>"$dir/node-$i.log" 2>&1 &
+        --groups "$groups" "${server_mode[@]}" --log-level warn "${args[@]}" \
+        >>"$dir/node-$i.log" 2>&1 &
     pids[$i]=$!
 }
 
@@ -74,12 +95,51 @@ kill_node() {
     fi
 }
 
+ctl() {
+    "$SHARDCORE" ctl --timeout-secs 20 --endpoints "$endpoints" "$@"
+}
+
+# Sharded mode: the groups in the configuration now (1-3 joined at start; 4 waits to join).
+joined=(1 2 3)
+
+# Sharded mode: one random configuration change: a move (half the time), else a leave of a
+# joined group (while more than two are joined) or the join of one that is out. Sets `changed`
+# to what it did (not printed: a command substitution would run it in a subshell and lose
+# `joined`).
+change() {
+    local dice=$((RANDOM % 4)) out
+    if [ "$dice" -lt 2 ]; then
+        local shard=$((RANDOM % shards)) group="${joined[$((RANDOM % ${#joined[@]}))]}"
+        out="$(ctl move "$shard" "$group" 2>&1)" || true
+    elif [ "${#joined[@]}" -gt 2 ]; then
+        local group="${joined[$((RANDOM % ${#joined[@]}))]}"
+        out="$(ctl leave "$group" 2>&1)" || true
+        if [[ "$out" == *left* ]]; then
+            joined=($(printf '%s\n' "${joined[@]}" | grep -vx "$group"))
+        fi
+    else
+        local group
+        for group in 1 2 3 4; do
+            if ! printf '%s\n' "${joined[@]}" | grep -qx "$group"; then break; fi
+        done
+        out="$(ctl join "$group" 2>&1)" || true
+        if [[ "$out" == *joined* ]]; then joined+=("$group"); fi
+    fi
+    changed="$(echo "$out" | head -1); "
+}
+
 # A small deterministic random source from the seed (bash's RANDOM, seeded).
 RANDOM="$seed"
 
 for i in $(seq 1 "$nodes"); do start_node "$i"; done
-echo "crash-restart: $nodes nodes, $iterations iterations of ${per_iteration} s, $clients clients, SEED=$seed"
+mode="$([ "$sharded" = 1 ] && echo ", sharded, $shards shards" || true)"
+echo "crash-restart: $nodes nodes$mode, $iterations iterations of ${per_iteration} s, $clients clients, SEED=$seed"
 echo "data and logs: $dir"
+if [ "$sharded" = 1 ] && ! ctl join 1 2 3 >"$dir/join.out" 2>&1; then
+    echo "FAIL: could not join the shard groups (see $dir/join.out)"
+    exit 1
+fi
+changed=""
 
 total_acked=0
 total_lost=0
@@ -87,12 +147,13 @@ total_ops=0
 failed=0
 crashes=0
 for it in $(seq 1 "$iterations"); do
-    "$SHARDCORE" workload --endpoints "$endpoints" --groups "$groups" --clients "$clients" \
+    "$SHARDCORE" workload --endpoints "$endpoints" "${workload_mode[@]}" --clients "$clients" \
         --keys 8 --seconds "$per_iteration" --seed "$((seed + it))" --key-prefix "it$it-" \
         --history "$dir/history-$it.jsonl" >"$dir/workload-$it.out" 2>&1 &
     workload=$!
     # Kill at a random moment in the first two thirds of the iteration.
     sleep "$(awk -v r="$RANDOM" -v s="$per_iteration" 'BEGIN { printf "%.2f", 0.5 + (r / 32768) * s * 0.6 }')"
+    if [ "$sharded" = 1 ]; then change; fi
     if [ $((RANDOM % 4)) -eq 0 ]; then
         victims="$(seq 1 "$nodes" | tr '\n' ' ')"
     else
@@ -116,7 +177,8 @@ for it in $(seq 1 "$iterations"); do
         failed=$((failed + 1))
         KEEP=1
     fi
-    printf 'iteration %2d: killed [%s] %s -> %s\n' "$it" "$(echo $victims)" "${result#RESULT }" "$verdict"
+    printf 'iteration %2d: %skilled [%s] %s -> %s\n' "$it" "$changed" "$(echo $victims)" \
+        "${result#RESULT }" "$verdict"
 done
 
 echo

@@ -1,7 +1,9 @@
 //! The `shardcore` binary. `shardcore server` runs a node, `shardcore kv get|put|append|delete|cas`
 //! is the command-line client, `shardcore ctl join|leave|move|query` the shard controller's,
 //! and `shardcore cluster local --nodes 3` starts a local cluster of server processes (their
-//! code lives in `shardcore::node::cli`). `shardcore sim` runs a simulated cluster from
+//! code lives in `shardcore::node::cli`). With `--sharded` (`server`, `kv`, `workload`,
+//! `cluster local`) the groups are the sharded KV's shard groups, routed by the controller's
+//! configuration; `cluster local --sharded` joins them at start. `shardcore sim` runs a simulated cluster from
 //! one seed under a steady proposal load (and, with `--faults`, random partitions, disconnects,
 //! crashes and restarts), prints its trace and a summary, and exits non-zero with `SEED=<n>`
 //! when a safety invariant or the final liveness check fails. The same seed prints the same

@@ -1,7 +1,7 @@
 //! The `shardcore` command line end to end: a simulated KV run writes a history file,
 //! `check-history` accepts it, and rejects the same file with one read changed; `sim` replays a
-//! seed line for line. Runs the real binary (CARGO_BIN_EXE_shardcore) in a temp directory it
-//! removes.
+//! seed line for line; `ctl` exit codes; `cluster local --sharded` joins its groups and serves.
+//! Runs the real binary (CARGO_BIN_EXE_shardcore) in a temp directory it removes.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -159,4 +159,85 @@ fn ctl_usage_and_unreachable_exit_codes() {
     let (code, _, err) = ctl(&["join", "7", "--replica", "1:0"]);
     assert_eq!(code, Some(3), "{err}");
     assert!(err.contains("a change may still take effect"), "{err}");
+}
+
+/// A base port for `cluster local` of 3 nodes: its client ports (base..base+3) and its peer
+/// ports (base+100 and up, 32 a node) all free when probed.
+fn free_base_port() -> u16 {
+    for _ in 0..200 {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a probe port");
+        let base = probe.local_addr().expect("probe address").port();
+        drop(probe);
+        if base > 65000 - 200 {
+            continue;
+        }
+        let ports = (base..base + 3).chain((0..3).map(|i| base + 100 + 32 * i));
+        let free: Vec<std::net::TcpListener> = ports
+            .filter_map(|p| std::net::TcpListener::bind(("127.0.0.1", p)).ok())
+            .collect();
+        if free.len() == 6 {
+            return base;
+        }
+    }
+    panic!("no free ports for a local cluster");
+}
+
+/// `cluster local --sharded` starts sharded nodes, joins its groups through the controller,
+/// prints the configuration and a smoke check through the sharded path, and stops cleanly
+/// (exit 0); started again on the same data it finds the groups joined and serves on. A node
+/// started on that data without `--sharded` refuses it, naming the mode.
+#[test]
+fn cluster_local_sharded_joins_its_groups_and_serves() {
+    let dir = TempDir::new("local-sharded");
+    let base = free_base_port().to_string();
+    let data = dir.0.join("data");
+    let data = data.to_str().expect("utf-8 path");
+    let run = || {
+        let out = shardcore()
+            .args([
+                "cluster",
+                "local",
+                "--sharded",
+                "--groups",
+                "3",
+                "--shards",
+                "6",
+            ])
+            .args(["--seconds", "1", "--base-port", &base, "--data-dir", data])
+            .output()
+            .expect("runs");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (
+            out.status.code(),
+            text,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = run();
+    assert_eq!(code, Some(0), "{out}{err}");
+    for says in [
+        "shard groups: joined 1..=3",
+        "config 1: 6 shards, 3 groups",
+        "smoke check: put and linearizable get through the sharded path",
+        "kv --sharded --endpoints",
+    ] {
+        assert!(out.contains(says), "no {says:?} in:\n{out}");
+    }
+    let (code, out, err) = run();
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("already joined (a restart)"), "{out}");
+    let server = shardcore()
+        .args(["server", "--node-id", "1", "--data-dir"])
+        .arg(dir.0.join("data/node-1"))
+        .args([
+            "--client-addr",
+            &dead_endpoint(),
+            "--peer-addr",
+            &dead_endpoint(),
+        ])
+        .output()
+        .expect("runs");
+    let err = String::from_utf8_lossy(&server.stderr);
+    assert_eq!(server.status.code(), Some(1), "{err}");
+    assert!(err.contains("holds sharded-kv groups"), "{err}");
 }

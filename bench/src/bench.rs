@@ -75,6 +75,7 @@ fn run_inner(args: &Args) -> Result<u8, String> {
         groups: args.groups,
         attempt_timeout: Duration::from_millis(args.attempt_timeout_ms),
         op_timeout: Duration::from_millis(args.op_timeout_ms),
+        sharded: args.sharded,
     };
     let epoch = Instant::now();
     let marker = wait_ready(args, &target)?;
@@ -203,6 +204,9 @@ where
 
 /// Waits until every group accepts a write (one key per group), then reads the prefill marker.
 fn wait_ready(args: &Args, target: &Target) -> Result<Option<Bytes>, String> {
+    if args.sharded {
+        return wait_ready_sharded(args, target);
+    }
     let mut keys = Vec::new();
     let mut groups = BTreeSet::new();
     for i in 0.. {
@@ -235,6 +239,60 @@ fn wait_ready(args: &Args, target: &Target) -> Result<Option<Bytes>, String> {
     })??;
     eprintln!(
         "shardcore-bench: every group answered in {} ms",
+        started.elapsed().as_millis()
+    );
+    Ok(result)
+}
+
+/// [`wait_ready`] for a sharded cluster: a first write fetches the controller's configuration,
+/// then one key of a shard of each group in it is written.
+fn wait_ready_sharded(args: &Args, target: &Target) -> Result<Option<Bytes>, String> {
+    let started = Instant::now();
+    let mut patient = target.clone();
+    patient.op_timeout = READY_LIMIT;
+    let marker = marker_key(args);
+    let prefix = args.key_prefix.clone();
+    let result = with_client(&patient, move |client| {
+        let (marker, prefix) = (marker.clone(), prefix.clone());
+        async move {
+            let put = |key: String| {
+                let client = &client;
+                async move {
+                    client
+                        .put(Bytes::from(key.clone()), Bytes::from_static(b"ready"))
+                        .await
+                        .map_err(|e| format!("the cluster did not accept a write to {key:?}: {e}"))
+                }
+            };
+            put(format!("{prefix}.ready")).await?;
+            let config = client
+                .shard_config()
+                .ok_or_else(|| "no shard configuration after a write".to_string())?;
+            if config.groups.is_empty() {
+                return Err(format!(
+                    "the controller's configuration {} has no groups: join some first",
+                    config.num
+                ));
+            }
+            let mut waiting: BTreeSet<u64> = config.groups.keys().copied().collect();
+            for i in 0..100_000 {
+                if waiting.is_empty() {
+                    break;
+                }
+                let key = format!("{prefix}.ready.{i}");
+                let shard = shardcore::shardkv::key_to_shard(key.as_bytes(), config.shard_count());
+                if waiting.remove(&config.group_of(shard)) {
+                    put(key).await?;
+                }
+            }
+            client
+                .get_with(marker, Consistency::Linearizable)
+                .await
+                .map_err(|e| format!("reading the prefill marker: {e}"))
+        }
+    })??;
+    eprintln!(
+        "shardcore-bench: every shard group answered in {} ms",
         started.elapsed().as_millis()
     );
     Ok(result)
@@ -414,9 +472,19 @@ fn run_main(
         stats.retries += r.stats.retries;
         stats.sessions_opened += r.stats.sessions_opened;
         stats.connects += r.stats.connects;
+        stats.wrong_shard += r.stats.wrong_shard;
+        stats.router_refreshes += r.stats.router_refreshes;
     }
+    let sharded = if args.sharded {
+        format!(
+            ", {} wrong-shard answers, {} configurations fetched",
+            stats.wrong_shard, stats.router_refreshes
+        )
+    } else {
+        String::new()
+    };
     eprintln!(
-        "shardcore-bench: client: {} attempts, {} retries, {} sessions opened, {} connections",
+        "shardcore-bench: client: {} attempts, {} retries, {} sessions opened, {} connections{sharded}",
         stats.attempts, stats.retries, stats.sessions_opened, stats.connects
     );
     Ok((summary, recorder, parts))

@@ -116,6 +116,17 @@ pub struct Args {
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..))]
     pub groups: u64,
 
+    /// The cluster runs the sharded KV (nodes with `sharded = true`): keys are routed by the
+    /// shard controller's configuration. With `--cluster local` the nodes are started sharded
+    /// and groups 1..=`--groups` are joined before the load, so `shardcore ctl move|join|leave`
+    /// can migrate shards while it runs.
+    #[arg(long)]
+    pub sharded: bool,
+
+    /// `--cluster local --sharded`: shards of the controller's configurations.
+    #[arg(long, default_value_t = shardcore::shardctl::DEFAULT_SHARDS)]
+    pub shards: usize,
+
     /// What the clients send: one write kind (mixed with gets by `--read-fraction`), gets only,
     /// or the MIT 6.5840 lab's mix.
     #[arg(long, value_enum, default_value_t = Workload::Put)]
@@ -477,10 +488,13 @@ impl Args {
             KeyDist::Uniform => "uniform".to_string(),
             KeyDist::Zipfian => format!("zipfian(θ={})", self.zipf_theta),
         };
-        let target = match self.cluster {
+        let mut target = match self.cluster {
             Some(ClusterMode::Local) => "cluster=local".to_string(),
             None => format!("servers={}", self.servers.join(",")),
         };
+        if self.sharded {
+            target.push_str(" sharded");
+        }
         format!(
             "workload={} read_fraction={:.3} reads={} mode={}{rate} duration={}s{ops} warmup={}s \
              concurrency={} connections={} keys={} dist={keys} key_bytes={} value_bytes={} \

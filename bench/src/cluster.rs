@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::process::Child;
 use std::time::Duration;
 
-use shardcore::node::local::{node_config, spawn_server, stop_child, wait_listening, LocalCluster};
+use shardcore::node::local::{
+    join_shard_groups, node_config, spawn_server, stop_child, wait_listening, LocalCluster,
+};
 
 use crate::cli::Args;
 
@@ -60,6 +62,8 @@ impl LocalServers {
             data_dir: data_dir.clone(),
             cores: args.server_cores,
             groups: args.groups,
+            sharded: args.sharded,
+            shards: args.shards,
             seconds: None,
             log_level: "warn".to_string(),
         };
@@ -69,6 +73,7 @@ impl LocalServers {
             data_dir,
             remove_data,
         };
+        let mut configs = Vec::new();
         for id in 1..=LOCAL_NODES {
             let mut config = node_config(&cluster, id);
             config.cluster_id.clone_from(&args.cluster_id);
@@ -77,6 +82,7 @@ impl LocalServers {
                 .map_err(|e| format!("starting node {id}: {e}"))?;
             servers.children.push(child);
             servers.addrs.push(config.client_addr);
+            configs.push(config);
         }
         for (i, addr) in servers.addrs.iter().enumerate() {
             if !wait_listening(*addr, LISTEN_LIMIT) {
@@ -90,6 +96,10 @@ impl LocalServers {
                         .display()
                 ));
             }
+        }
+        if args.sharded {
+            let joined = join_shard_groups(&configs, &cluster)?;
+            eprintln!("shardcore-bench: shard groups {joined}");
         }
         Ok(servers)
     }

@@ -106,6 +106,8 @@ pub struct Target {
     pub attempt_timeout: Duration,
     /// One operation's deadline.
     pub op_timeout: Duration,
+    /// Route by the shard controller's configuration (a sharded cluster).
+    pub sharded: bool,
 }
 
 impl Target {
@@ -122,6 +124,7 @@ impl Target {
         config.groups = self.groups;
         config.attempt_timeout = self.attempt_timeout;
         config.op_timeout = self.op_timeout;
+        config.sharded = self.sharded;
         Client::new(config).expect("the target has nodes and groups")
     }
 }
@@ -312,6 +315,8 @@ async fn core_main(
         stats.retries += s.retries;
         stats.sessions_opened += s.sessions_opened;
         stats.connects += s.connects;
+        stats.wrong_shard += s.wrong_shard;
+        stats.router_refreshes += s.router_refreshes;
     }
     let mut error = state.history_error.borrow_mut().take();
     let history = match (state.history.borrow_mut().take(), history_path) {

@@ -61,8 +61,8 @@ pub enum KvCommand {
     },
 }
 
-/// Where the cluster is (the `--endpoints`, `--cluster-id` and `--groups` flags of every
-/// command that talks to one).
+/// Where the cluster is (the `--endpoints`, `--cluster-id`, `--groups` and `--sharded` flags of
+/// every command that talks to one).
 #[derive(Clone, Debug, clap::Args)]
 pub struct Endpoints {
     /// Client addresses of the nodes, in node-id order, comma-separated.
@@ -75,9 +75,14 @@ pub struct Endpoints {
     /// The cluster's name.
     #[arg(long, default_value = "local")]
     pub cluster_id: String,
-    /// The cluster's KV group count.
+    /// The cluster's KV group count (fixed placement; ignored with --sharded).
     #[arg(long, default_value_t = 8)]
     pub groups: u64,
+    /// The cluster runs the sharded KV (its nodes have `sharded = true`): route each key by
+    /// the shard controller's latest configuration. Routing is chosen, not detected, so that a
+    /// KV cluster whose controller happens to hold groups is never misrouted.
+    #[arg(long)]
+    pub sharded: bool,
 }
 
 /// Runs one command and returns (text to print, exit code).
@@ -112,6 +117,23 @@ pub fn run(endpoints: Endpoints, timeout: Duration, command: KvCommand) -> (Stri
     }
 }
 
+/// Adds what to try when the answer says the client routed by the wrong rule: sharded nodes
+/// refuse the fixed path's session registration as a bad request and answer a request for a
+/// shard they do not hold with `WrongShard`; any node refuses a group it does not host.
+fn with_hint(text: String, error: &ClientError, sharded: bool) -> String {
+    let hint = match error {
+        ClientError::WrongShard { .. } if !sharded => "is the cluster sharded? add --sharded",
+        ClientError::Refused(why) if why.contains("BadRequest") && !sharded => {
+            "is the cluster sharded? add --sharded"
+        }
+        ClientError::Refused(why) if why.contains("WrongGroup") => {
+            "the nodes host fewer groups: check --groups, or add --sharded for a sharded cluster"
+        }
+        _ => return text,
+    };
+    format!("{text} ({hint})")
+}
+
 async fn execute(endpoints: Endpoints, timeout: Duration, command: KvCommand) -> (String, u8) {
     let mut config = ClientConfig::new(
         endpoints
@@ -124,11 +146,13 @@ async fn execute(endpoints: Endpoints, timeout: Duration, command: KvCommand) ->
     config.cluster_id = endpoints.cluster_id.clone();
     config.groups = endpoints.groups;
     config.op_timeout = timeout;
+    config.sharded = endpoints.sharded;
     let client = match Client::new(config) {
         Ok(client) => client,
         Err(e) => return (format!("error: {e}"), 2),
     };
-    let fail = |e: ClientError| (format!("error: {e}"), 2u8);
+    let sharded = endpoints.sharded;
+    let fail = |e: ClientError| (with_hint(format!("error: {e}"), &e, sharded), 2u8);
     let b = |s: &str| Bytes::copy_from_slice(s.as_bytes());
     match command {
         KvCommand::Get { key, serializable } => {

@@ -20,6 +20,11 @@
 //! - **Sharded routing**: [`router::ShardRouter`] maps a key to its shard and group from a cached
 //!   controller configuration, and says when a `WrongShard` answer calls for a fresher one
 //!   ([`Client::refresh_router`]).
+//! - **The sharded KV** ([`ClientConfig::sharded`], module [`sharded`]): for a cluster of
+//!   sharded nodes the same operations route key → shard → group by the controller's latest
+//!   configuration (fetched on first use, refreshed when a group answers `WrongShard` with a
+//!   newer number), and a write keeps one client-chosen session id and sequence number across
+//!   every retry and every group, so it applies once even when its shard moves mid-flight.
 //!
 //! The client runs on the runtime's executor (`shardcore_io`), one `Client` per core; it is not
 //! `Send`.
@@ -31,6 +36,7 @@ pub mod cli;
 mod conn;
 pub mod ctl_cli;
 pub mod router;
+pub mod sharded;
 pub mod workload;
 
 use std::cell::{Cell, RefCell};
@@ -68,6 +74,9 @@ pub struct ClientConfig {
     pub op_timeout: Duration,
     /// Connecting's limit.
     pub connect_timeout: Duration,
+    /// The nodes run the sharded KV (`sharded = true`): route keys by the shard controller's
+    /// configuration instead of the fixed placement (module docs of [`sharded`]).
+    pub sharded: bool,
 }
 
 impl ClientConfig {
@@ -80,6 +89,7 @@ impl ClientConfig {
             attempt_timeout: Duration::from_secs(1),
             op_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_millis(500),
+            sharded: false,
         }
     }
 }
@@ -131,6 +141,10 @@ pub struct ClientStats {
     pub sessions_opened: u64,
     /// Connections made.
     pub connects: u64,
+    /// Sharded: `WrongShard` answers (each followed by a refresh or a wait, then a resend).
+    pub wrong_shard: u64,
+    /// Sharded: configurations fetched from the controller.
+    pub router_refreshes: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -149,6 +163,8 @@ pub struct Client {
     connecting: RefCell<std::collections::HashSet<NodeId>>,
     rotate: Cell<usize>,
     stats: Cell<ClientStats>,
+    /// Sharded: the routing state (module [`sharded`]).
+    shard: sharded::ShardState,
 }
 
 /// How one attempt ended: with the operation's result, or asking for another try.
@@ -175,6 +191,7 @@ impl Client {
             connecting: RefCell::new(std::collections::HashSet::new()),
             rotate: Cell::new(0),
             stats: Cell::new(ClientStats::default()),
+            shard: sharded::ShardState::new(),
         })
     }
 
@@ -244,6 +261,9 @@ impl Client {
 
     /// Runs one operation to completion (or to its deadline).
     pub async fn execute(&self, op: Op, consistency: Consistency) -> Result<Reply, ClientError> {
+        if self.config.sharded {
+            return self.execute_sharded(op, consistency).await;
+        }
         let group = group_for_key(op.key(), self.config.groups);
         let deadline = Instant::now() + self.config.op_timeout;
         if !op.is_write() {
@@ -462,6 +482,10 @@ impl Client {
     /// Opens sessions for `group` until `count` are pooled (concurrently), so that a run's
     /// writes do not pay for opening them. Returns how many are pooled.
     pub async fn open_sessions(&self, group: GroupId, count: usize) -> Result<usize, ClientError> {
+        if self.config.sharded {
+            // Sharded sessions are the client's own ids: nothing to open through a log.
+            return Ok(self.pool_shard_sessions(count));
+        }
         let have = self.sessions.borrow().get(&group).map_or(0, Vec::len);
         let deadline = Instant::now() + self.config.op_timeout;
         let opening: Vec<_> = (have..count)

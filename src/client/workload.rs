@@ -43,6 +43,8 @@ pub struct WorkloadConfig {
     /// Prepended to every key, so runs against the same cluster use fresh keys (the checker
     /// assumes every key starts absent).
     pub key_prefix: String,
+    /// The cluster runs the sharded KV: route by the shard controller's configuration.
+    pub sharded: bool,
 }
 
 /// What happened.
@@ -64,6 +66,9 @@ pub struct WorkloadReport {
     pub completed: u64,
     /// The final read of some key failed, so the lost-write count is incomplete.
     pub final_read_failed: Option<String>,
+    /// The client's counters at the end (retries, sessions, and on the sharded path the
+    /// `WrongShard` answers and configuration fetches a migration caused).
+    pub client_stats: super::ClientStats,
 }
 
 /// Runs the workload on a one-core runtime in the calling thread; `stop` ends it early.
@@ -103,6 +108,7 @@ async fn drive(config: WorkloadConfig, stop: Arc<AtomicBool>) -> WorkloadReport 
     client_config.cluster_id = config.cluster_id.clone();
     client_config.groups = config.groups;
     client_config.op_timeout = config.op_timeout;
+    client_config.sharded = config.sharded;
     client_config.attempt_timeout = Duration::from_millis(500).min(config.op_timeout);
     let client = match Client::new(client_config) {
         Ok(c) => Rc::new(c),
@@ -243,6 +249,7 @@ async fn drive(config: WorkloadConfig, stop: Arc<AtomicBool>) -> WorkloadReport 
         }
     }
     let mut report = report.take();
+    report.client_stats = client.stats();
     report.lost_writes = lost;
     report.lost_examples = examples;
     if report.final_read_failed.is_none() {

@@ -1,6 +1,8 @@
 //! The command-line faces of the node: `shardcore server`, `shardcore kv`, `shardcore ctl` and
 //! `shardcore cluster local`, as clap arguments and the functions that run them. `main.rs` only
-//! parses and dispatches.
+//! parses and dispatches. `--sharded` is chosen, never detected: `server --sharded` (or
+//! `sharded = true`) runs shard groups, `kv --sharded` and `workload --sharded` route by the
+//! controller's configuration, `cluster local --sharded` does both and joins the groups.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -47,6 +49,10 @@ pub struct ServerArgs {
     /// never changed).
     #[arg(long)]
     pub shards: Option<usize>,
+    /// Run groups 1..=groups as shard groups of the sharded KV (the same on every node, never
+    /// changed; the data directory remembers it).
+    #[arg(long)]
+    pub sharded: bool,
     /// Do not bind cores to CPUs (for several nodes on one machine).
     #[arg(long)]
     pub no_pin: bool,
@@ -106,6 +112,9 @@ impl ServerArgs {
         }
         if let Some(v) = self.shards {
             config.shards = v;
+        }
+        if self.sharded {
+            config.sharded = true;
         }
         if self.no_pin {
             config.pin = false;
@@ -233,9 +242,16 @@ pub struct LocalArgs {
     /// Cores per node (0: the machine's CPUs shared out among the nodes, at least 1 each).
     #[arg(long, default_value_t = 0)]
     pub cores: usize,
-    /// KV groups.
+    /// KV groups (with --sharded: shard groups, all joined through the controller).
     #[arg(long, default_value_t = 8)]
     pub groups: u64,
+    /// Run the sharded KV: the controller plus `--groups` shard groups on every node, the
+    /// groups joined at start-up so the shards spread over them.
+    #[arg(long)]
+    pub sharded: bool,
+    /// Shards of the controller's configurations (1..=4096).
+    #[arg(long, default_value_t = crate::shardctl::DEFAULT_SHARDS)]
+    pub shards: usize,
     /// Serve this many seconds, then stop (default: until ctrl-c).
     #[arg(long)]
     pub seconds: Option<u64>,
@@ -261,6 +277,8 @@ pub fn cluster(command: ClusterCommand) -> ExitCode {
                 data_dir: args.data_dir,
                 cores: args.cores,
                 groups: args.groups,
+                sharded: args.sharded,
+                shards: args.shards,
                 seconds: args.seconds,
                 log_level: args.log_level,
             };
@@ -311,6 +329,7 @@ pub fn workload(args: WorkloadArgs) -> ExitCode {
         seed: args.seed,
         op_timeout: Duration::from_secs(10),
         key_prefix: args.key_prefix,
+        sharded: args.cluster.sharded,
     };
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let report = match run(config, stop) {

@@ -11,6 +11,7 @@
 //! pin = true                       # bind core i to CPU i (off for several nodes per machine)
 //! groups = 8                       # KV groups in the cluster (same on every node)
 //! shards = 64                      # the shard controller's shard count (same on every node)
+//! sharded = false                  # true: groups 1..=groups are shard groups of the sharded KV
 //! log_level = "info"
 //!
 //! [[peers]]                        # every other member; none: a single-node cluster
@@ -146,6 +147,12 @@ pub struct NodeConfig {
     /// `groups` it must be the same on every node and never change (a replica replaying its
     /// log from the start rebuilds config 0 from it).
     pub shards: usize,
+    /// Groups `1..=groups` run the sharded KV (shard groups that serve the shards the
+    /// controller's configurations give them and migrate shards between them) instead of the
+    /// fixed-placement KV. Like `groups`, the same on every node and never changed: the two
+    /// services' logs and snapshots differ, and the node refuses a data directory written in
+    /// the other mode.
+    pub sharded: bool,
     /// `error`, `warn`, `info`, `debug` or `trace`.
     pub log_level: String,
     /// The other members.
@@ -171,6 +178,7 @@ impl Default for NodeConfig {
             pin: true,
             groups: 8,
             shards: crate::shardctl::DEFAULT_SHARDS,
+            sharded: false,
             log_level: "info".to_string(),
             peers: Vec::new(),
             raft: RaftSection::default(),
@@ -258,12 +266,38 @@ impl NodeConfig {
         }
     }
 
-    /// The Raft settings every group starts from.
+    /// The Raft settings every group starts from. One entry may take at most half a WAL
+    /// segment: the WAL refuses a batch larger than a segment, and that refusal stops the node,
+    /// whereas Raft refuses an oversized proposal to the client that made it. (With the default
+    /// 64 MiB segments the Raft core's own 8 MiB bound is the smaller one.)
     pub fn raft_config(&self) -> crate::raft::Config {
         let mut raft = crate::raft::Config::new(self.node_id, 0, self.voters(), 0);
         raft.election_timeout_ticks = self.raft.election_ticks;
         raft.heartbeat_interval_ticks = self.raft.heartbeat_ticks;
+        let half_segment = usize::try_from(self.wal.segment_bytes / 2).unwrap_or(usize::MAX);
+        raft.max_entry_bytes = raft.max_entry_bytes.min(half_segment);
         raft
+    }
+
+    /// How shard groups run on a sharded node (`None` otherwise). The leader polls every
+    /// 100 ms whatever the tick (the lab's period); installs are bounded by what one log entry
+    /// may carry ([`NodeConfig::raft_config`]) and by the sharded KV's own transfer bound.
+    pub fn sharded_hosting(&self) -> Option<super::core::ShardedHosting> {
+        if !self.sharded {
+            return None;
+        }
+        let server = crate::shardkv::ShardKvServerConfig {
+            server: self.kv_server(),
+            poll_ticks: (100 / self.raft.tick_ms).max(1),
+        };
+        let max_install_bytes = self
+            .raft_config()
+            .max_entry_bytes
+            .min(crate::shardkv::command::MAX_SHARD_TRANSFER_BYTES);
+        Some(super::core::ShardedHosting {
+            server,
+            max_install_bytes,
+        })
     }
 
     /// The WAL's settings.
@@ -325,5 +359,25 @@ mod tests {
         config.validate().expect("4096 shards are allowed");
         let parsed = NodeConfig::from_toml("shards = 16").expect("parses");
         assert_eq!(parsed.ctl_settings().shards, 16);
+    }
+
+    /// A sharded node's shard groups poll every 100 ms and install at most what one entry of
+    /// its log may hold: half a segment when segments are small.
+    #[test]
+    fn sharded_hosting_follows_the_log_bounds() {
+        assert_eq!(NodeConfig::default().sharded_hosting(), None);
+        let config = NodeConfig::from_toml("sharded = true\n[wal]\nsegment_bytes = 1048576\n")
+            .expect("parses");
+        config.validate().expect("valid");
+        let hosting = config.sharded_hosting().expect("sharded");
+        assert_eq!(hosting.server.poll_ticks, 10);
+        assert_eq!(hosting.max_install_bytes, 512 << 10);
+        assert_eq!(config.raft_config().max_entry_bytes, 512 << 10);
+        let big = NodeConfig::from_toml("sharded = true").expect("parses");
+        let limit = crate::shardkv::command::MAX_SHARD_TRANSFER_BYTES;
+        assert_eq!(
+            big.sharded_hosting().expect("sharded").max_install_bytes,
+            limit
+        );
     }
 }

@@ -2,9 +2,19 @@
 //! Readies turned into one write batch for the core's log, messages for the peers and replies
 //! for the clients.
 //!
-//! Each group runs one hosted service on top of its Raft log ([`Service`]): a KV replica, or the
-//! shard controller's replica for [`CONTROLLER_GROUP`]. Raft, the log, snapshots and the write
+//! Each group runs one hosted service on top of its Raft log ([`Service`]): a KV replica, the
+//! shard controller's replica for [`CONTROLLER_GROUP`], or (on a sharded node,
+//! [`CoreConfig::sharded`]) a shard group's replica. Raft, the log, snapshots and the write
 //! batch are the same for every service; only requests, replies and the state machine differ.
+//!
+//! Shard groups also talk to each other: a shard group's leader asks the controller for the next
+//! configuration and other groups for shards ([`crate::shardkv::inquiry`]). Those questions
+//! come out of [`CoreNode::tick`] as [`Output::inquiries`]; the caller carries each to the core
+//! that hosts the target group (on this node: every node hosts every group), which answers it
+//! from its local replica's applied state with [`CoreNode::answer_inquiry`], and hands the
+//! answer back to the asking group's core with [`CoreNode::on_inquiry_answer`]. No Raft round
+//! is needed to answer; a replica that has not applied far enough says "not yet", and the
+//! asker asks again at its next poll, so a lost inquiry or answer costs one poll.
 //!
 //! Inputs: [`CoreNode::tick`], [`CoreNode::step`] (a peer's Raft message),
 //! [`CoreNode::on_hosted_request`] (a client request for one of this core's groups, of its
@@ -16,7 +26,8 @@
 //! 2. write `batch` (if any) to the log, in the order batches were taken, and report each with
 //!    [`CoreNode::persisted`] once it is durable; the messages that promise durable state are
 //!    held here until then and come out of a later `take_output`;
-//! 3. send `replies` to the clients.
+//! 3. send `replies` to the clients;
+//! 4. carry `inquiries` to their targets' cores (see above).
 //!
 //! Every group's Readies of one `take_output` go into the same batch, so one fdatasync covers
 //! all the groups of a core (group commit). Nothing here awaits, reads a clock or touches a file:
@@ -34,11 +45,24 @@ use crate::raft::{
     Config, Entry, EntryKind, GroupId, HardState, Index, Message, NodeId, RawNode, Ready, Restore,
     Role, Snapshot, SnapshotMeta, Term,
 };
-use crate::shardctl::{CtlError, CtlRequest, CtlResponse, CtlServer, CtlSettings};
+use crate::shardctl::{CtlError, CtlRequest, CtlResponse, CtlServer, CtlSettings, ShardId};
+use crate::shardkv::command::MAX_SHARD_TRANSFER_BYTES;
+use crate::shardkv::{
+    answer_config_inquiry, Answer, Inquiry, Outbound, PullAnswer, ShardKvError, ShardKvServer,
+    ShardKvServerConfig, ShardKvSettings, ShardResponse, Target,
+};
 
 /// At most this many Readies are handled per group per `take_output`; a group that still has
 /// one is handled again on the next call. Bounds the work of one turn of the core's loop.
 const MAX_READIES_PER_TURN: usize = 8;
+
+/// A generous allowance for a log record's or an entry's header bytes, in the batch size
+/// estimates ([`WriteBatch::approx_log_bytes`]).
+const RECORD_OVERHEAD_BYTES: usize = 64;
+
+/// What an `Install` entry adds to the frozen shard's bytes: the entry's version and tag, the
+/// configuration, the shard and the payload's length prefix (`shardkv::command`), rounded up.
+const INSTALL_OVERHEAD_BYTES: usize = 32;
 
 /// What one group needs to start: its durable state as recovery found it.
 #[derive(Clone, Debug, Default)]
@@ -78,6 +102,23 @@ impl WriteBatch {
     pub fn is_empty(&self) -> bool {
         self.snapshots.is_empty() && self.records.is_empty()
     }
+
+    /// About how many bytes the records take in the log (entries' data plus a generous
+    /// allowance per record and entry for headers); snapshots go to their own files and do not
+    /// count. The log thread bounds how many batches it merges into one WAL write by this, as
+    /// the WAL refuses a write larger than a segment.
+    pub fn approx_log_bytes(&self) -> usize {
+        self.records
+            .iter()
+            .map(|record| match record {
+                LogRecord::Entries { entries, .. } => entries
+                    .iter()
+                    .map(|e| e.data.len() + RECORD_OVERHEAD_BYTES)
+                    .sum(),
+                _ => RECORD_OVERHEAD_BYTES,
+            })
+            .sum()
+    }
 }
 
 /// What the caller must do after inputs (see the module docs for the order).
@@ -89,13 +130,52 @@ pub struct Output {
     pub batch: Option<WriteBatch>,
     /// Client replies, each of its service's kind.
     pub replies: Vec<(ReplyTo, HostedResponse)>,
+    /// Shard groups' inquiries to carry to the core hosting their target (module docs).
+    pub inquiries: Vec<Outbound>,
+    /// Shard transfers this core refused because they are too large to go through the log
+    /// (each reported once); the migration of that shard cannot finish.
+    pub refused_transfers: Vec<RefusedTransfer>,
 }
 
 impl Output {
     /// True when there is nothing to do.
     pub fn is_empty(&self) -> bool {
-        self.messages.is_empty() && self.batch.is_none() && self.replies.is_empty()
+        self.messages.is_empty()
+            && self.batch.is_none()
+            && self.replies.is_empty()
+            && self.inquiries.is_empty()
+            && self.refused_transfers.is_empty()
     }
+}
+
+/// A shard whose frozen copy is too large to travel as one `Install` entry: the Raft core
+/// refuses an entry over `max_entry_bytes`, and the WAL refuses a batch larger than a segment,
+/// which would stop the node. The node refuses it first and says so; the shard stays with its
+/// old owner, frozen, until transfers are split (`src/shardkv` moves a shard in one entry).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RefusedTransfer {
+    /// The group that would install it (`Side::Install`) or was asked for it (`Side::Answer`).
+    pub group: GroupId,
+    /// Which side noticed.
+    pub side: TransferSide,
+    /// The shard.
+    pub shard: ShardId,
+    /// The configuration it moves in.
+    pub config: u64,
+    /// Its size (the encoded transfer, or the data alone on the answering side).
+    pub bytes: usize,
+    /// The node's limit ([`ShardedHosting::max_install_bytes`]).
+    pub limit: usize,
+}
+
+/// Where an oversized transfer was noticed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TransferSide {
+    /// The old owner's replica, asked for the shard: its data alone is over the limit, so it
+    /// does not encode it (every poll would copy it for nothing).
+    Answer,
+    /// The new owner's leader, handed the frozen shard: the install entry would be too large.
+    Install,
 }
 
 /// How one core runs its groups.
@@ -110,19 +190,41 @@ pub struct CoreConfig {
     pub raft: Config,
     /// Every replica's bounds (KV and controller alike: the same snapshot policy).
     pub kv: KvServerConfig,
-    /// What an empty controller is made from (its shard count); used only on the core that
-    /// hosts [`CONTROLLER_GROUP`].
+    /// What an empty controller is made from (its shard count, which shard groups share);
+    /// the controller runs only on the core that hosts [`CONTROLLER_GROUP`].
     pub ctl: CtlSettings,
+    /// `Some` on a sharded node: every group but the controller's runs the sharded KV.
+    pub sharded: Option<ShardedHosting>,
+    /// A turn stops driving more groups once its write batch holds about this many bytes of
+    /// log records ([`WriteBatch::approx_log_bytes`]); the rest are driven next turn. The WAL
+    /// refuses a write larger than a segment and that refusal stops the node, so the node sets
+    /// a quarter of a segment: one more group's Readies (at most one entry of half a segment,
+    /// or a turn's worth of small ones) still fit behind it.
+    pub max_batch_log_bytes: usize,
     /// Seeds each group's election timer stream.
     pub seed: u64,
 }
 
+/// How a sharded node runs its shard groups.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShardedHosting {
+    /// Each replica's bounds and poll period.
+    pub server: ShardKvServerConfig,
+    /// The largest shard transfer (encoded) a group may install: at most the Raft core's
+    /// `max_entry_bytes`, [`MAX_SHARD_TRANSFER_BYTES`], and half a WAL segment (the WAL
+    /// refuses a batch larger than a segment, and that refusal stops the node).
+    pub max_install_bytes: usize,
+}
+
 impl CoreConfig {
-    /// The service `group` runs. The controller's group is reserved; every other group is KV
-    /// (a sharded KV group would be told apart here, by its id range or a per-group list).
+    /// The service `group` runs. The controller's group is reserved; every other group is KV,
+    /// or a shard group on a sharded node (the whole node is one or the other: its groups
+    /// `1..=groups` all run the same service).
     pub fn service_of(&self, group: GroupId) -> ServiceKind {
         if group == CONTROLLER_GROUP {
             ServiceKind::Ctl
+        } else if self.sharded.is_some() {
+            ServiceKind::ShardKv
         } else {
             ServiceKind::Kv
         }
@@ -136,6 +238,8 @@ pub enum ServiceKind {
     Kv,
     /// The shard controller.
     Ctl,
+    /// A shard group of the sharded KV.
+    ShardKv,
 }
 
 /// The replica of one hosted service: the generic [`crate::kv::ReplicaServer`] around that
@@ -146,6 +250,8 @@ pub enum Service {
     Kv(KvServer),
     /// The shard controller's replica.
     Ctl(CtlServer),
+    /// A shard group's replica (requests, and the leader's migration driver).
+    ShardKv(ShardKvServer),
 }
 
 /// A client request for one hosted service.
@@ -155,6 +261,8 @@ pub enum HostedRequest {
     Kv(Request),
     /// For the controller's group.
     Ctl(CtlRequest),
+    /// For a shard group: the KV request shape (the session id is the client's own).
+    ShardKv(Request),
 }
 
 /// A hosted service's answer, of the request's kind.
@@ -164,6 +272,8 @@ pub enum HostedResponse {
     Kv(Response),
     /// The controller's answer.
     Ctl(CtlResponse),
+    /// A shard group's answer.
+    ShardKv(ShardResponse),
 }
 
 impl HostedResponse {
@@ -171,7 +281,15 @@ impl HostedResponse {
     pub fn into_kv(self) -> Option<Response> {
         match self {
             HostedResponse::Kv(response) => Some(response),
-            HostedResponse::Ctl(_) => None,
+            HostedResponse::Ctl(_) | HostedResponse::ShardKv(_) => None,
+        }
+    }
+
+    /// The shard group's response, if it is one.
+    pub fn into_shard_kv(self) -> Option<ShardResponse> {
+        match self {
+            HostedResponse::ShardKv(response) => Some(response),
+            HostedResponse::Kv(_) | HostedResponse::Ctl(_) => None,
         }
     }
 }
@@ -183,23 +301,32 @@ macro_rules! each_service {
         match $service {
             Service::Kv($server) => $body,
             Service::Ctl($server) => $body,
+            Service::ShardKv($server) => $body,
         }
     };
 }
 
 impl Service {
-    /// An empty replica of `kind`.
-    fn new(kind: ServiceKind, config: &CoreConfig) -> Service {
+    /// An empty replica of `kind` for `group`.
+    fn new(kind: ServiceKind, config: &CoreConfig, group: GroupId) -> Service {
         match kind {
             ServiceKind::Kv => Service::Kv(KvServer::new(config.kv)),
             ServiceKind::Ctl => Service::Ctl(CtlServer::with_settings(config.kv, config.ctl)),
+            ServiceKind::ShardKv => {
+                let settings = ShardKvSettings {
+                    group,
+                    shards: config.ctl.shards,
+                };
+                Service::ShardKv(ShardKvServer::new(shard_server(config), settings))
+            }
         }
     }
 
-    /// A replica of `kind` restarting from its snapshot at `index`.
+    /// A replica of `kind` for `group` restarting from its snapshot at `index`.
     fn restore(
         kind: ServiceKind,
         config: &CoreConfig,
+        group: GroupId,
         index: Index,
         data: &Bytes,
     ) -> Result<Service, String> {
@@ -210,6 +337,17 @@ impl Service {
             ServiceKind::Ctl => {
                 Service::Ctl(CtlServer::restore(config.kv, index, data).map_err(|e| e.to_string())?)
             }
+            ServiceKind::ShardKv => {
+                let server = ShardKvServer::restore(shard_server(config), index, data)
+                    .map_err(|e| e.to_string())?;
+                // The snapshot names its group: one written for another group (a data
+                // directory moved between cores or nodes by hand) must not be served as this.
+                let held = server.store().group();
+                if held != group {
+                    return Err(format!("the snapshot is shard group {held}'s"));
+                }
+                Service::ShardKv(server)
+            }
         };
         Ok(service)
     }
@@ -219,6 +357,7 @@ impl Service {
         match self {
             Service::Kv(_) => ServiceKind::Kv,
             Service::Ctl(_) => ServiceKind::Ctl,
+            Service::ShardKv(_) => ServiceKind::ShardKv,
         }
     }
 
@@ -270,6 +409,9 @@ impl Service {
         match (self, request) {
             (Service::Kv(s), HostedRequest::Kv(r)) => s.on_request(raw, now_ms, reply_to, r),
             (Service::Ctl(s), HostedRequest::Ctl(r)) => s.on_request(raw, now_ms, reply_to, r),
+            (Service::ShardKv(s), HostedRequest::ShardKv(r)) => {
+                s.on_request(raw, now_ms, reply_to, r)
+            }
             (_, request) => return Some((reply_to, not_here(request))),
         }
         None
@@ -288,8 +430,25 @@ impl Service {
                     .into_iter()
                     .map(|(to, r)| (to, HostedResponse::Ctl(r))),
             ),
+            Service::ShardKv(s) => out.extend(
+                s.take_responses()
+                    .into_iter()
+                    .map(|(to, r)| (to, HostedResponse::ShardKv(r))),
+            ),
         }
     }
+}
+
+/// A shard group replica's settings on this core (KV's bounds when the node is not sharded:
+/// only tests build one then).
+fn shard_server(config: &CoreConfig) -> ShardKvServerConfig {
+    config.sharded.map_or(
+        ShardKvServerConfig {
+            server: config.kv,
+            ..ShardKvServerConfig::default()
+        },
+        |s| s.server,
+    )
 }
 
 /// The answer to a request for a group this core does not host (or that runs another
@@ -306,6 +465,12 @@ fn not_here(request: HostedRequest) -> HostedResponse {
             client: request.client,
             seq: request.seq,
             result: Err(CtlError::WrongLeader { leader: 0 }),
+            consistency: request.consistency,
+        }),
+        HostedRequest::ShardKv(request) => HostedResponse::ShardKv(ShardResponse {
+            client: request.client,
+            seq: request.seq,
+            result: Err(ShardKvError::WrongLeader { leader: 0 }),
             consistency: request.consistency,
         }),
     }
@@ -346,6 +511,15 @@ pub struct CoreNode {
     batch_messages: Vec<Message>,
     batch_needed: bool,
     now_ms: u64,
+    /// Oversized transfers already reported, so each is reported once.
+    refused: BTreeSet<(GroupId, TransferSide, ShardId, u64)>,
+    /// Install bytes proposed since the last `take_output`: installs proposed between two
+    /// turns land in one write batch, so together they get the budget one may have.
+    install_bytes_this_turn: usize,
+    /// Installs put off to a later poll by that budget.
+    installs_deferred: u64,
+    /// About how many bytes of log records the batch being assembled holds.
+    batch_log_bytes: usize,
 }
 
 /// Why a core could not start or go on.
@@ -377,15 +551,15 @@ impl CoreNode {
         for boot in boots {
             let group = boot.group;
             let kind = config.service_of(group);
-            let service = match &boot.snapshot {
-                None => Service::new(kind, &config),
-                Some(s) => Service::restore(kind, &config, s.meta.index, &s.data).map_err(|e| {
-                    CoreError::Boot {
-                        group,
-                        reason: format!("snapshot at index {}: {e}", s.meta.index),
-                    }
-                })?,
-            };
+            let service =
+                match &boot.snapshot {
+                    None => Service::new(kind, &config, group),
+                    Some(s) => Service::restore(kind, &config, group, s.meta.index, &s.data)
+                        .map_err(|e| CoreError::Boot {
+                            group,
+                            reason: format!("snapshot at index {}: {e}", s.meta.index),
+                        })?,
+                };
             let last_snapshot_index = boot.snapshot.as_ref().map_or(0, |s| s.meta.index);
             let log_bytes = boot.entries.iter().map(Entry::approx_bytes).sum();
             let mut raft = config.raft.clone();
@@ -430,6 +604,10 @@ impl CoreNode {
             batch_messages: Vec::new(),
             batch_needed: false,
             now_ms: 0,
+            refused: BTreeSet::new(),
+            install_bytes_this_turn: 0,
+            installs_deferred: 0,
+            batch_log_bytes: 0,
         })
     }
 
@@ -477,18 +655,128 @@ impl CoreNode {
             .sum()
     }
 
+    /// Shard installs put off to the leader's next poll because other installs had taken this
+    /// turn's budget (one write batch holds at most `max_install_bytes` of them).
+    pub fn installs_deferred(&self) -> u64 {
+        self.installs_deferred
+    }
+
     /// Write batches handed out and not yet durable.
     pub fn inflight_batches(&self) -> usize {
         self.inflight.len()
     }
 
-    /// One tick of every group; `now_ms` is the node's clock (stamped into writes).
+    /// One tick of every group; `now_ms` is the node's clock (stamped into writes). A shard
+    /// group's leader polls on some ticks: its inquiries go to [`Output::inquiries`].
     pub fn tick(&mut self, now_ms: u64) {
         self.now_ms = self.now_ms.max(now_ms);
         for (group, replica) in &mut self.replicas {
             replica.raw.tick();
             replica.service.tick();
+            if let Service::ShardKv(server) = &mut replica.service {
+                self.out.inquiries.extend(server.take_outbound());
+            }
             self.dirty.insert(*group);
+        }
+    }
+
+    /// The group an inquiry is for: the controller's, or a shard group.
+    pub fn target_group(target: Target) -> GroupId {
+        match target {
+            Target::Controller => CONTROLLER_GROUP,
+            Target::Group(group) => group,
+        }
+    }
+
+    /// This core's replica of `group` answers `inquiry` from its applied state: the controller
+    /// with the configuration asked for, a shard group about a shard. `None` when the group is
+    /// not here, runs a service the inquiry is not for, or (the old owner) holds a shard too
+    /// large to hand over (reported once in [`Output::refused_transfers`]).
+    pub fn answer_inquiry(&mut self, group: GroupId, inquiry: &Inquiry) -> Option<Answer> {
+        let replica = self.replicas.get(&group)?;
+        match &replica.service {
+            Service::Ctl(server) => answer_config_inquiry(server.store(), inquiry),
+            Service::ShardKv(server) => {
+                if let Inquiry::PullShard { shard, config } = *inquiry {
+                    let limit = self.max_install_bytes();
+                    let store = server.store();
+                    let bytes = if (shard as usize) < store.config().shards.len() {
+                        store.shard(shard).data_bytes()
+                    } else {
+                        0
+                    };
+                    if bytes > limit {
+                        let side = TransferSide::Answer;
+                        self.refuse_transfer(group, side, shard, config, bytes, limit);
+                        return None;
+                    }
+                }
+                server.answer_inquiry(inquiry)
+            }
+            Service::Kv(_) => None,
+        }
+    }
+
+    /// An answer to an inquiry `group` made: its leader may propose the next migration step
+    /// (an install larger than the node can log is refused and reported instead).
+    pub fn on_inquiry_answer(&mut self, group: GroupId, answer: Answer) {
+        if let Answer::Shard {
+            shard,
+            config,
+            answer: PullAnswer::Frozen(payload),
+        } = &answer
+        {
+            // The install entry adds a few bytes of framing to the payload.
+            let bytes = payload.len() + INSTALL_OVERHEAD_BYTES;
+            let limit = self.max_install_bytes();
+            if bytes > limit && self.owns(group) {
+                let (shard, config) = (*shard, *config);
+                self.refuse_transfer(group, TransferSide::Install, shard, config, bytes, limit);
+                return;
+            }
+            if self.install_bytes_this_turn + bytes > limit {
+                // Several shards arriving at once would make one write batch of all their
+                // installs, larger than a WAL segment may take: this one waits for the leader's
+                // next poll (answers are not remembered: dropping one costs one poll).
+                self.installs_deferred += 1;
+                return;
+            }
+            self.install_bytes_this_turn += bytes;
+        }
+        let Some(replica) = self.replicas.get_mut(&group) else {
+            return;
+        };
+        let Service::ShardKv(server) = &mut replica.service else {
+            return;
+        };
+        server.on_answer(&mut replica.raw, answer);
+        self.dirty.insert(group);
+    }
+
+    fn max_install_bytes(&self) -> usize {
+        self.config
+            .sharded
+            .map_or(MAX_SHARD_TRANSFER_BYTES, |s| s.max_install_bytes)
+    }
+
+    fn refuse_transfer(
+        &mut self,
+        group: GroupId,
+        side: TransferSide,
+        shard: ShardId,
+        config: u64,
+        bytes: usize,
+        limit: usize,
+    ) {
+        if self.refused.insert((group, side, shard, config)) {
+            self.out.refused_transfers.push(RefusedTransfer {
+                group,
+                side,
+                shard,
+                config,
+                bytes,
+                limit,
+            });
         }
     }
 
@@ -555,11 +843,18 @@ impl CoreNode {
 
     /// Handles the Readies of every group that may have one and returns what to do.
     pub fn take_output(&mut self) -> Output {
+        self.install_bytes_this_turn = 0;
         let dirty = std::mem::take(&mut self.dirty);
         for group in dirty {
+            if self.batch_log_bytes >= self.config.max_batch_log_bytes {
+                // The batch is full: this group is driven next turn, into the next batch.
+                self.dirty.insert(group);
+                continue;
+            }
             self.drive(group);
         }
         if self.batch_needed {
+            self.batch_log_bytes = 0;
             let ticket = self.next_ticket;
             self.next_ticket += 1;
             let mut batch = std::mem::replace(
@@ -597,6 +892,9 @@ impl CoreNode {
                 replica.raw.advance();
             }
             self.maybe_snapshot(group);
+            if self.batch_log_bytes >= self.config.max_batch_log_bytes {
+                break;
+            }
         }
         // Still busy: come back next turn rather than starve the other groups.
         self.dirty.insert(group);
@@ -645,6 +943,11 @@ impl CoreNode {
                 replica.log_bytes = 0;
                 replica.last_snapshot_index = s.meta.index;
             }
+            self.batch_log_bytes += RECORD_OVERHEAD_BYTES * 3
+                + entries
+                    .iter()
+                    .map(|e| e.data.len() + RECORD_OVERHEAD_BYTES)
+                    .sum::<usize>();
             if let Some(last) = entries.last() {
                 let report = (group, last.index, last.term);
                 replica.log_bytes += entries.iter().map(Entry::approx_bytes).sum::<usize>();
@@ -727,6 +1030,7 @@ impl CoreNode {
         self.batch
             .records
             .push(LogRecord::Compact { group, index, term });
+        self.batch_log_bytes += RECORD_OVERHEAD_BYTES;
     }
 }
 
@@ -756,4 +1060,107 @@ pub fn from_wal_entry(entry: WalEntry) -> Option<Entry> {
         kind,
         data: entry.data,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One sharded node alone: shard group 1 and the controller's group on one core.
+    fn sharded_core(max_install_bytes: usize) -> CoreNode {
+        let config = CoreConfig {
+            node: 1,
+            voters: vec![1],
+            raft: Config::new(1, 0, vec![1], 7),
+            kv: KvServerConfig::default(),
+            ctl: CtlSettings { shards: 4 },
+            sharded: Some(ShardedHosting {
+                server: ShardKvServerConfig::default(),
+                max_install_bytes,
+            }),
+            max_batch_log_bytes: 1 << 20,
+            seed: 7,
+        };
+        let boots = [1, CONTROLLER_GROUP]
+            .into_iter()
+            .map(|group| GroupBoot {
+                group,
+                ..GroupBoot::default()
+            })
+            .collect();
+        CoreNode::new(config, boots).expect("boots")
+    }
+
+    fn frozen(shard: ShardId, config: u64, bytes: usize) -> Answer {
+        Answer::Shard {
+            shard,
+            config,
+            answer: PullAnswer::Frozen(Bytes::from(vec![0u8; bytes])),
+        }
+    }
+
+    /// The services follow the node's mode; a transfer larger than one entry may hold is
+    /// refused and reported once (not handed to the replica, whose proposal Raft would refuse
+    /// silently at every poll); installs that together pass the budget of one turn wait for a
+    /// later poll, and the budget renews with every turn.
+    #[test]
+    fn oversized_and_crowded_installs_are_held_back() {
+        let mut core = sharded_core(1000);
+        assert_eq!(
+            core.service(1).map(Service::kind),
+            Some(ServiceKind::ShardKv)
+        );
+        let kind = core.service(CONTROLLER_GROUP).map(Service::kind);
+        assert_eq!(kind, Some(ServiceKind::Ctl));
+        core.on_inquiry_answer(1, frozen(2, 5, 2000));
+        core.on_inquiry_answer(1, frozen(2, 5, 2000));
+        let out = core.take_output();
+        assert_eq!(
+            out.refused_transfers,
+            vec![RefusedTransfer {
+                group: 1,
+                side: TransferSide::Install,
+                shard: 2,
+                config: 5,
+                bytes: 2000 + INSTALL_OVERHEAD_BYTES,
+                limit: 1000,
+            }]
+        );
+        core.on_inquiry_answer(1, frozen(0, 5, 600));
+        core.on_inquiry_answer(1, frozen(1, 5, 600));
+        assert_eq!(core.installs_deferred(), 1);
+        let _ = core.take_output();
+        core.on_inquiry_answer(1, frozen(1, 5, 600));
+        assert_eq!(core.installs_deferred(), 1, "a new turn, a new budget");
+        assert!(core.take_output().refused_transfers.is_empty());
+    }
+
+    /// The controller's replica answers configuration inquiries ("not yet" for one it does
+    /// not have); a KV-only inquiry target or an absent group answers nothing.
+    #[test]
+    fn inquiries_are_answered_by_the_target_service() {
+        let mut core = sharded_core(1000);
+        let config_two = Inquiry::Config { num: 2 };
+        assert_eq!(
+            core.answer_inquiry(CONTROLLER_GROUP, &config_two),
+            Some(Answer::Config {
+                num: 2,
+                config: None
+            })
+        );
+        let pull = Inquiry::PullShard {
+            shard: 1,
+            config: 1,
+        };
+        assert_eq!(
+            core.answer_inquiry(1, &pull),
+            Some(Answer::Shard {
+                shard: 1,
+                config: 1,
+                answer: PullAnswer::NotYet
+            })
+        );
+        assert_eq!(core.answer_inquiry(2, &pull), None);
+        assert_eq!(core.answer_inquiry(CONTROLLER_GROUP, &pull), None);
+    }
 }

@@ -9,6 +9,12 @@
 //! put, a linearizable get and a shard controller query), prints how to reach the cluster, and
 //! serves until ctrl-c / SIGTERM (or `--seconds`), then stops the nodes with SIGTERM (each
 //! drains and exits) and exits.
+//!
+//! With `--sharded` the nodes run the sharded KV: groups `1..=groups` are shard groups, and
+//! before the smoke check the command joins them all through the controller (each with a
+//! replica on every node), unless the controller already has groups (a restart on the same
+//! data directory), and prints the resulting configuration. The smoke check then goes through
+//! the sharded path (`shardcore kv --sharded`).
 
 use std::fs::{self, File};
 use std::net::{SocketAddr, TcpStream};
@@ -29,8 +35,12 @@ pub struct LocalCluster {
     pub data_dir: PathBuf,
     /// Cores per node; 0: this machine's CPUs shared out among the nodes (at least 1 each).
     pub cores: usize,
-    /// KV groups.
+    /// KV groups (shard groups when `sharded`).
     pub groups: u64,
+    /// Run the sharded KV and join its groups at start.
+    pub sharded: bool,
+    /// Shards of the controller's configurations.
+    pub shards: usize,
     /// Serve this long, then stop (None: until a signal).
     pub seconds: Option<u64>,
     /// The servers' log level.
@@ -56,6 +66,8 @@ pub fn node_config(cluster: &LocalCluster, id: u64) -> NodeConfig {
         // CPU 0.
         pin: false,
         groups: cluster.groups,
+        shards: cluster.shards,
+        sharded: cluster.sharded,
         log_level: cluster.log_level.clone(),
         peers: (1..=cluster.nodes)
             .filter(|&i| i != id)
@@ -105,6 +117,9 @@ pub fn server_args(config: &NodeConfig) -> Vec<String> {
     ];
     if !config.pin {
         args.push("--no-pin".to_string());
+    }
+    if config.sharded {
+        args.push("--sharded".to_string());
     }
     for peer in &config.peers {
         args.push("--peer".to_string());
@@ -234,16 +249,34 @@ pub fn run(cluster: LocalCluster) -> u8 {
             children[config.node_id as usize - 1].id()
         );
     }
-    let smoke = smoke_check(&configs, &cluster);
+    let joined = if cluster.sharded {
+        let joined = join_shard_groups(&configs, &cluster);
+        match &joined {
+            Ok(text) => println!("shard groups: {text}"),
+            Err(e) => println!("joining the shard groups FAILED: {e}"),
+        }
+        joined.map(drop)
+    } else {
+        Ok(())
+    };
+    let smoke = joined.and_then(|()| smoke_check(&configs, &cluster));
     match &smoke {
         Ok(line) => println!("smoke check: {line}"),
         Err(e) => println!("smoke check FAILED: {e}"),
     }
     println!("try it:");
     let exe = exe.display();
-    println!("  {exe} kv --endpoints {endpoints} put greeting hello");
-    println!("  {exe} kv --endpoints {endpoints} get greeting");
+    let kv = if cluster.sharded {
+        "kv --sharded"
+    } else {
+        "kv"
+    };
+    println!("  {exe} {kv} --endpoints {endpoints} put greeting hello");
+    println!("  {exe} {kv} --endpoints {endpoints} get greeting");
     println!("  {exe} ctl --endpoints {endpoints} query");
+    if cluster.sharded {
+        println!("  {exe} ctl --endpoints {endpoints} move 0 2");
+    }
     match cluster.seconds {
         Some(s) => println!("serving for {s} s (then stopping the nodes)"),
         None => println!("serving until ctrl-c"),
@@ -288,11 +321,63 @@ fn stop_all(children: &mut [Child]) -> bool {
     clean
 }
 
+/// Joins shard groups `1..=groups` (a replica on every node; each node places a group on a
+/// core by its own rule) unless the controller already has groups; returns the latest
+/// configuration as `shardcore ctl query` prints it.
+pub fn join_shard_groups(configs: &[NodeConfig], cluster: &LocalCluster) -> Result<String, String> {
+    use crate::client::ctl_cli::{format_config, join_replicas};
+    let mut client_config = crate::client::ClientConfig::new(
+        configs.iter().map(|c| (c.node_id, c.client_addr)).collect(),
+    );
+    client_config.cluster_id = configs[0].cluster_id.clone();
+    // Several leader elections fit: the nodes have just started.
+    client_config.op_timeout = Duration::from_secs(15);
+    let groups = cluster.groups;
+    let nodes = configs.len();
+    let runtime = shardcore_io::RuntimeConfig {
+        cores: 1,
+        pinning: shardcore_io::runtime::Pinning::Unpinned,
+        name: "shardcore-local-join".to_string(),
+        ..shardcore_io::RuntimeConfig::default()
+    };
+    let mut outputs = shardcore_io::run(runtime, move |_core: shardcore_io::Core<()>| {
+        let client_config = client_config.clone();
+        async move {
+            let client = crate::client::Client::new(client_config).map_err(|e| e.to_string())?;
+            let latest = client
+                .ctl_query(crate::shardctl::LATEST)
+                .await
+                .map_err(|e| format!("querying the controller: {e}"))?;
+            if !latest.groups.is_empty() {
+                let text = format_config(&latest);
+                return Ok(format!("already joined (a restart)\n{text}"));
+            }
+            let joining = (1..=groups)
+                .map(|g| (g, join_replicas(g, &[], nodes, None)))
+                .collect();
+            let num = client
+                .ctl_join(joining)
+                .await
+                .map_err(|e| format!("joining groups 1..={groups}: {e}"))?;
+            let config = client
+                .ctl_query(num)
+                .await
+                .map_err(|e| format!("querying config {num}: {e}"))?;
+            Ok(format!("joined 1..={groups}\n{}", format_config(&config)))
+        }
+    })
+    .map_err(|e| format!("cannot start the client runtime: {e}"))?;
+    outputs
+        .pop()
+        .unwrap_or_else(|| Err("no result".to_string()))
+}
+
 fn smoke_check(configs: &[NodeConfig], cluster: &LocalCluster) -> Result<String, String> {
     let endpoints = crate::client::cli::Endpoints {
         addrs: configs.iter().map(|c| c.client_addr).collect(),
         cluster_id: configs[0].cluster_id.clone(),
         groups: cluster.groups,
+        sharded: cluster.sharded,
     };
     let timeout = Duration::from_secs(15);
     let started = Instant::now();
@@ -318,9 +403,14 @@ fn smoke_check(configs: &[NodeConfig], cluster: &LocalCluster) -> Result<String,
         return Err(format!("shard controller query: {text}"));
     }
     let config = text.split(':').next().unwrap_or_default();
+    let path = if cluster.sharded {
+        "put and linearizable get through the sharded path"
+    } else {
+        "put, linearizable get"
+    };
     Ok(format!(
-        "put, linearizable get and shard controller query ({config}) answered in {} ms \
-         (includes leader elections)",
+        "{path} and shard controller query ({config}) answered in {} ms (includes leader \
+         elections)",
         started.elapsed().as_millis()
     ))
 }

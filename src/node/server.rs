@@ -18,6 +18,14 @@
 //! - **peer links**: one outbound connection per (peer node, its core), carrying every message
 //!   for that destination, coalesced into one frame per turn.
 //!
+//! On a sharded node (`sharded = true`) groups `1..=groups` are shard groups: a client request
+//! names the group it was routed to and that group's replica judges whether it serves the key's
+//! shard. A shard group's leader asks other groups and the controller questions (inquiries,
+//! `shardkv::inquiry`); every node hosts every group, so the pump hands each inquiry to this
+//! node's replica of the target: on this core directly, on another core as a
+//! [`CoreMsg::Inquiry`] over the mesh, whose [`CoreMsg::Answer`] comes back the same way. A
+//! lost inquiry or answer (a full mesh queue) costs one poll: the leader asks again.
+//!
 //! Inputs only update the core's state and schedule one **pump** per executor turn: it takes
 //! the core's output, sends the messages at once, hands the batch to the log thread and writes
 //! the replies, one frame per connection.
@@ -39,13 +47,16 @@ use shardcore_protocol::FrameKind;
 use tracing::{debug, error, info, warn};
 
 use super::config::NodeConfig;
-use super::core::{CoreConfig, CoreNode, HostedRequest, HostedResponse, WriteBatch};
+use super::core::{
+    CoreConfig, CoreNode, HostedRequest, HostedResponse, RefusedTransfer, TransferSide, WriteBatch,
+};
 use super::disk::{CoreDisk, DiskError};
 use super::placement::{
     core_of_group, group_for_key, hosted_groups_of_core, is_hosted, key_hash, CONTROLLER_GROUP,
 };
 use crate::kv::Op;
 use crate::raft::{GroupId, Message, NodeId};
+use crate::shardkv::{Answer, Inquiry, Outbound};
 use crate::wire::shardctl::{decode_controller_request, ControllerReply, ControllerRequest};
 use crate::wire::{
     decode_hello, decode_raft_batch, decode_requests, ClientReply, ClientRequest, Encoder, Hello,
@@ -73,6 +84,22 @@ pub enum CoreMsg {
     },
     /// Raft messages for groups the receiving core owns.
     Raft(Vec<Message>),
+    /// A shard group's question for `target`, a group the receiving core owns.
+    Inquiry {
+        /// The asking group (its core gets the answer).
+        asker: GroupId,
+        /// The group whose replica answers (a shard group or the controller's).
+        target: GroupId,
+        /// The question.
+        inquiry: Inquiry,
+    },
+    /// The answer to an inquiry `asker` (a group the receiving core owns) made.
+    Answer {
+        /// The asking group.
+        asker: GroupId,
+        /// The answer.
+        answer: Answer,
+    },
 }
 
 /// Why a connection that said nothing at all was dropped.
@@ -106,6 +133,7 @@ pub fn run(config: NodeConfig) -> Result<(), ServerError> {
             config.data_dir.display()
         ))
     })?;
+    check_service_mode(&config.data_dir, config.sharded).map_err(ServerError)?;
     let runtime = RuntimeConfig {
         cores: config.cores,
         name: format!("shardcore-n{}", config.node_id),
@@ -126,6 +154,49 @@ pub fn run(config: NodeConfig) -> Result<(), ServerError> {
         result?;
     }
     Ok(())
+}
+
+/// The file in a data directory that records which KV service its groups run.
+const SERVICE_MODE_FILE: &str = "service-mode";
+
+/// Refuses a data directory written by groups of the other service (KV or sharded KV), and
+/// records the mode in a new one. A KV group's log replayed as a shard group's would be
+/// misread (both start their entries with a version byte and a tag), so the mode is part of
+/// the on-disk layout, like `groups` and the core count. A directory with data and no record
+/// predates sharding: it is KV.
+fn check_service_mode(data_dir: &std::path::Path, sharded: bool) -> Result<(), String> {
+    let path = data_dir.join(SERVICE_MODE_FILE);
+    let want = if sharded { "sharded-kv" } else { "kv" };
+    let found = match std::fs::read_to_string(&path) {
+        Ok(text) => Some(text.trim().to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let has_data = std::fs::read_dir(data_dir)
+                .map_err(|e| format!("reading {}: {e}", data_dir.display()))?
+                .filter_map(Result::ok)
+                .any(|entry| entry.file_name().to_string_lossy().starts_with("core-"));
+            has_data.then(|| "kv".to_string())
+        }
+        Err(e) => return Err(format!("reading {}: {e}", path.display())),
+    };
+    match found {
+        Some(found) if found == want => Ok(()),
+        Some(found) => Err(format!(
+            "{} holds {found} groups, but this node is configured for {want} \
+             (sharded = {sharded}); use another data directory or the matching setting",
+            data_dir.display()
+        )),
+        None => {
+            // Written before any group's storage exists, and made durable with its directory,
+            // so a crash cannot leave data without the record.
+            let write = || -> std::io::Result<()> {
+                let mut file = std::fs::File::create(&path)?;
+                std::io::Write::write_all(&mut file, format!("{want}\n").as_bytes())?;
+                file.sync_all()?;
+                std::fs::File::open(data_dir)?.sync_all()
+            };
+            write().map_err(|e| format!("writing {}: {e}", path.display()))
+        }
+    }
 }
 
 /// What the log thread reports.
@@ -159,6 +230,9 @@ struct CoreState {
     next_conn: Cell<u64>,
     /// Connections with replies waiting to be framed.
     conns_with_replies: RefCell<Vec<u64>>,
+    /// Inquiry targets no node hosts (a group joined through the controller with an id past
+    /// `groups`), already warned about.
+    unhosted_warned: RefCell<std::collections::HashSet<GroupId>>,
     encoder: RefCell<Encoder>,
     pump_scheduled: Cell<bool>,
     /// Inputs handled by a pump since it was scheduled.
@@ -192,16 +266,21 @@ async fn core_main(core: Core<CoreMsg>, config: NodeConfig) -> Result<(), Server
         raft: config.raft_config(),
         kv: config.kv_server(),
         ctl: config.ctl_settings(),
+        sharded: config.sharded_hosting(),
+        max_batch_log_bytes: usize::try_from(config.wal.segment_bytes / 4).unwrap_or(usize::MAX),
         seed: wall_ms() ^ (config.node_id << 32) ^ me as u64,
     };
     let node =
         CoreNode::new(core_config, boots).map_err(|e| ServerError(format!("core {me}: {e}")))?;
     let (wal_tx, wal_rx) = mpsc::channel::<WriteBatch>();
+    // The WAL refuses one write larger than a segment, and that stops the node: merge batches
+    // only up to half a segment (a single batch over it still goes, alone).
+    let merge_bytes = usize::try_from(config.wal.segment_bytes / 2).unwrap_or(usize::MAX);
     let (done_tx, done_rx) = bridge::channel::<DiskDone>(1024);
     let node_id = config.node_id;
     let log_thread = std::thread::Builder::new()
         .name(format!("shardcore-n{node_id}-log{me}"))
-        .spawn(move || log_thread(disk, wal_rx, done_tx, me))
+        .spawn(move || log_thread(disk, wal_rx, done_tx, me, merge_bytes))
         .map_err(|e| ServerError(format!("core {me}: starting the log thread: {e}")))?;
     let state = Rc::new(CoreState {
         me,
@@ -218,6 +297,7 @@ async fn core_main(core: Core<CoreMsg>, config: NodeConfig) -> Result<(), Server
         next_token: Cell::new(1),
         next_conn: Cell::new(1),
         conns_with_replies: RefCell::new(Vec::new()),
+        unhosted_warned: RefCell::new(std::collections::HashSet::new()),
         encoder: RefCell::new(Encoder::new()),
         pump_scheduled: Cell::new(false),
         start: Instant::now(),
@@ -369,14 +449,16 @@ fn with_port_offset(addr: SocketAddr, offset: usize) -> SocketAddr {
 }
 
 /// The log thread: every batch queued since the last submission goes into one log write
-/// (group commit across groups and turns). While one write and its fdatasync are in flight, the
-/// next is encoded and submitted, so encoding overlaps the disk; completions are reported in
-/// order with the last core ticket they cover.
+/// (group commit across groups and turns), up to `merge_bytes` of records (the rest waits for
+/// the next write). While one write and its fdatasync are in flight, the next is encoded and
+/// submitted, so encoding overlaps the disk; completions are reported in order with the last
+/// core ticket they cover.
 fn log_thread(
     mut disk: CoreDisk,
     batches: mpsc::Receiver<WriteBatch>,
     done: BridgeSender<DiskDone>,
     core: usize,
+    merge_bytes: usize,
 ) {
     let fail = |e: DiskError| -> ! {
         // fsyncgate: after a failed write or fdatasync nothing may be acknowledged; the node
@@ -388,17 +470,35 @@ fn log_thread(
     // Submissions in flight: the log's ticket (None: nothing to write) and the last core ticket.
     let mut in_flight: std::collections::VecDeque<(Option<Ticket>, u64)> = Default::default();
     let mut open = true;
-    while open || !in_flight.is_empty() {
+    // A batch taken off the queue that did not fit in the previous write's byte budget.
+    let mut held: Option<WriteBatch> = None;
+    while open || !in_flight.is_empty() || held.is_some() {
         let mut group = Vec::new();
-        if open && in_flight.is_empty() {
+        let mut group_bytes = 0;
+        if let Some(batch) = held.take() {
+            group_bytes += batch.approx_log_bytes();
+            group.push(batch);
+        }
+        if open && in_flight.is_empty() && group.is_empty() {
             match batches.recv() {
-                Ok(batch) => group.push(batch),
+                Ok(batch) => {
+                    group_bytes += batch.approx_log_bytes();
+                    group.push(batch);
+                }
                 Err(_) => open = false,
             }
         }
-        while open && group.len() < 256 {
+        while open && group.len() < 256 && group_bytes < merge_bytes {
             match batches.try_recv() {
-                Ok(batch) => group.push(batch),
+                Ok(batch) => {
+                    let bytes = batch.approx_log_bytes();
+                    if !group.is_empty() && group_bytes + bytes > merge_bytes {
+                        held = Some(batch);
+                        break;
+                    }
+                    group_bytes += bytes;
+                    group.push(batch);
+                }
                 Err(mpsc::TryRecvError::Empty) => break,
                 Err(mpsc::TryRecvError::Disconnected) => open = false,
             }
@@ -467,8 +567,104 @@ impl CoreState {
             for (token, response) in out.replies {
                 self.route_reply(token, response);
             }
+            for refused in out.refused_transfers {
+                self.report_refused_transfer(refused);
+            }
+            for outbound in out.inquiries {
+                self.route_inquiry(outbound);
+            }
         }
         self.flush_replies();
+    }
+
+    /// Carries a shard group's inquiry to this node's replica of its target: answered here when
+    /// this core hosts the target (looped back without the mesh), else sent to the core that
+    /// does. The answer is handed to the asking group, which lives on this core (it asked).
+    fn route_inquiry(self: &Rc<Self>, outbound: Outbound) {
+        let Outbound { from, to, inquiry } = outbound;
+        let target = CoreNode::target_group(to);
+        if !is_hosted(target, self.config.groups) {
+            if self.unhosted_warned.borrow_mut().insert(target) {
+                warn!(
+                    core = self.me,
+                    group = from,
+                    target,
+                    groups = self.config.groups,
+                    "a shard group asks group {target}, which no node hosts (nodes host groups \
+                     1..={}): a group joined through the controller must be one of them; its \
+                     shards cannot move until it leaves",
+                    self.config.groups
+                );
+            }
+            return;
+        }
+        let owner = core_of_group(target, self.cores);
+        if owner == self.me {
+            let mut node = self.node.borrow_mut();
+            if let Some(answer) = node.answer_inquiry(target, &inquiry) {
+                node.on_inquiry_answer(from, answer);
+            }
+            drop(node);
+            self.schedule_pump();
+            return;
+        }
+        let msg = CoreMsg::Inquiry {
+            asker: from,
+            target,
+            inquiry,
+        };
+        if self.core.try_send(CoreId(owner), msg).is_err() {
+            debug!(
+                core = self.me,
+                owner, "mesh queue full: dropping an inquiry"
+            );
+        }
+    }
+
+    /// Answers an inquiry that came over the mesh and sends the answer to the asker's core.
+    fn answer_remote_inquiry(self: &Rc<Self>, asker: GroupId, target: GroupId, inquiry: Inquiry) {
+        let Some(answer) = self.node.borrow_mut().answer_inquiry(target, &inquiry) else {
+            return;
+        };
+        let home = core_of_group(asker, self.cores);
+        if home == self.me {
+            self.node.borrow_mut().on_inquiry_answer(asker, answer);
+            return;
+        }
+        let msg = CoreMsg::Answer { asker, answer };
+        if self.core.try_send(CoreId(home), msg).is_err() {
+            debug!(
+                core = self.me,
+                home, "mesh queue full: dropping an inquiry's answer"
+            );
+        }
+    }
+
+    fn report_refused_transfer(&self, refused: RefusedTransfer) {
+        let RefusedTransfer {
+            group,
+            side,
+            shard,
+            config,
+            bytes,
+            limit,
+        } = refused;
+        let what = match side {
+            TransferSide::Answer => format!("group {group} cannot hand over shard {shard}"),
+            TransferSide::Install => format!("group {group} cannot install shard {shard}"),
+        };
+        error!(
+            core = self.me,
+            group,
+            shard,
+            config,
+            bytes,
+            limit,
+            "{what} of configuration {config}: it takes {bytes} bytes, over the {limit} bytes \
+             one log entry may hold (raft max_entry_bytes, half a WAL segment, or the sharded \
+             KV's transfer bound); the shard stays frozen with its old owner until transfers \
+             are split"
+        );
     }
 
     fn send_messages(self: &Rc<Self>, messages: Vec<Message>) {
@@ -584,6 +780,9 @@ impl CoreState {
             HostedResponse::Ctl(response) => {
                 self.ctl_reply_now(conn_id, ControllerReply::from_response(id, response))
             }
+            HostedResponse::ShardKv(response) => {
+                self.reply_now(conn_id, ClientReply::from_shard_response(id, response))
+            }
         }
     }
 
@@ -682,6 +881,14 @@ impl CoreState {
                     node.step(message);
                 }
             }
+            CoreMsg::Inquiry {
+                asker,
+                target,
+                inquiry,
+            } => self.answer_remote_inquiry(asker, target, inquiry),
+            CoreMsg::Answer { asker, answer } => {
+                self.node.borrow_mut().on_inquiry_answer(asker, answer);
+            }
         }
         self.schedule_pump();
     }
@@ -755,12 +962,17 @@ impl CoreState {
         self.tokens.borrow_mut().retain(|_, (c, _)| *c != conn_id);
     }
 
+    /// A KV request. On a KV node the group must be the key's by the fixed placement; on a
+    /// sharded node any shard group may be named, and its replica judges whether it serves the
+    /// key's shard now (`WrongShard` with its configuration number if not).
     fn on_client_request(self: &Rc<Self>, conn_id: u64, request: ClientRequest) {
         let ClientRequest { id, group, request } = request;
         let groups = self.config.groups;
+        let sharded = self.config.sharded;
         let misrouted = group == 0
             || group > groups
-            || (!matches!(request.op, Op::Register)
+            || (!sharded
+                && !matches!(request.op, Op::Register)
                 && group_for_key(request.op.key(), groups) != group);
         if misrouted {
             let reply = ClientReply {
@@ -771,7 +983,12 @@ impl CoreState {
             self.reply_now(conn_id, reply);
             return;
         }
-        self.route_request(conn_id, id, group, HostedRequest::Kv(request));
+        let request = if sharded {
+            HostedRequest::ShardKv(request)
+        } else {
+            HostedRequest::Kv(request)
+        };
+        self.route_request(conn_id, id, group, request);
     }
 
     /// A shard controller request: always for [`CONTROLLER_GROUP`], wherever it lives.

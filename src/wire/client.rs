@@ -27,6 +27,7 @@ use shardcore_protocol::schema::client as fb;
 use super::{check_estimate, slice_of, DecodeError, EncodeError, Encoder, RequestId};
 use crate::kv::command::{Consistency, KvError, Op, Reply, Request, Response};
 use crate::raft::GroupId;
+use crate::shardkv::{ShardKvError, ShardResponse};
 
 /// Bytes a request or reply takes beyond its keys and values, for the size estimate made
 /// before building (ids, session, tables, vtable offsets).
@@ -63,6 +64,38 @@ impl ClientReply {
             result: response.result.clone().map_err(ReplyError::Kv),
             consistency: response.consistency,
         }
+    }
+
+    /// The reply to request `id` that a shard group answered with `response`. The sharded KV
+    /// speaks the KV request shape, so its errors map onto the same statuses:
+    ///
+    /// | `ShardKvError` | on the wire |
+    /// |---|---|
+    /// | `WrongGroup { config }` | `WrongShard`, config num `config` |
+    /// | `WrongLeader`, `KeyTooLarge`, `ValueTooLarge`, `SessionExpired`, `Stale`, `Timeout`, `Busy` | the KV status of the same name |
+    /// | `TooManySessions` | `Busy`: nothing was applied; the client retries later with the same sequence |
+    /// | `Unsupported` (a Register) | `BadRequest` |
+    pub fn from_shard_response(id: RequestId, response: &ShardResponse) -> ClientReply {
+        ClientReply {
+            id,
+            result: response.result.clone().map_err(shard_error),
+            consistency: response.consistency,
+        }
+    }
+}
+
+/// A shard group's error as the wire says it (see [`ClientReply::from_shard_response`]).
+fn shard_error(error: ShardKvError) -> ReplyError {
+    match error {
+        ShardKvError::WrongGroup { config } => ReplyError::WrongShard { config_num: config },
+        ShardKvError::WrongLeader { leader } => ReplyError::Kv(KvError::WrongLeader { leader }),
+        ShardKvError::KeyTooLarge => ReplyError::Kv(KvError::KeyTooLarge),
+        ShardKvError::ValueTooLarge => ReplyError::Kv(KvError::ValueTooLarge),
+        ShardKvError::SessionExpired => ReplyError::Kv(KvError::SessionExpired),
+        ShardKvError::Stale => ReplyError::Kv(KvError::Stale),
+        ShardKvError::Timeout => ReplyError::Kv(KvError::Timeout),
+        ShardKvError::Busy | ShardKvError::TooManySessions => ReplyError::Kv(KvError::Busy),
+        ShardKvError::Unsupported => ReplyError::BadRequest,
     }
 }
 

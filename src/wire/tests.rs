@@ -461,6 +461,54 @@ fn reply_from_response_keeps_the_result() {
     );
 }
 
+/// A shard group's response maps onto the KV statuses: "wrong group" becomes WrongShard with
+/// the group's configuration number, a full session table is Busy (nothing applied: retry),
+/// an unsupported operation is BadRequest, the rest keep their KV names; each survives a frame.
+#[test]
+fn shard_responses_map_onto_kv_statuses() {
+    use crate::shardkv::{ShardKvError, ShardResponse};
+    let cases = [
+        (
+            Err(ShardKvError::WrongGroup { config: 7 }),
+            Err(ReplyError::WrongShard { config_num: 7 }),
+        ),
+        (
+            Err(ShardKvError::WrongLeader { leader: 3 }),
+            Err(ReplyError::Kv(KvError::WrongLeader { leader: 3 })),
+        ),
+        (
+            Err(ShardKvError::TooManySessions),
+            Err(ReplyError::Kv(KvError::Busy)),
+        ),
+        (Err(ShardKvError::Unsupported), Err(ReplyError::BadRequest)),
+        (
+            Err(ShardKvError::Stale),
+            Err(ReplyError::Kv(KvError::Stale)),
+        ),
+        (
+            Err(ShardKvError::ValueTooLarge),
+            Err(ReplyError::Kv(KvError::ValueTooLarge)),
+        ),
+        (Ok(Reply::Done), Ok(Reply::Done)),
+    ];
+    let mut encoder = Encoder::new();
+    for (result, wire) in cases {
+        let response = ShardResponse {
+            client: 5,
+            seq: 6,
+            result,
+            consistency: Consistency::Linearizable,
+        };
+        let reply = ClientReply::from_shard_response(11, &response);
+        assert_eq!(reply.result, wire, "{response:?}");
+        let body =
+            Bytes::copy_from_slice(encoder.replies_body(std::slice::from_ref(&reply)).unwrap());
+        let mut decoded = Vec::new();
+        decode_replies(&body, &mut decoded).expect("decodes");
+        assert_eq!(decoded, vec![reply]);
+    }
+}
+
 /// WrongShard carries the configuration number it was judged by, through a frame and back;
 /// other statuses carry none, and a number sent with them anyway is not read.
 #[test]

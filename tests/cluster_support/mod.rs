@@ -57,6 +57,26 @@ impl TestCluster {
 
     /// Starts `nodes` servers of `cores` cores each and waits until each listens.
     pub fn start_with_cores(name: &str, nodes: u64, cores: usize) -> TestCluster {
+        TestCluster::start_with(name, nodes, cores, |_| {})
+    }
+
+    /// Starts `nodes` sharded servers (1 core each, `GROUPS` shard groups, `shards` shards in
+    /// the controller's configurations) and waits until each listens. No group is joined yet.
+    pub fn start_sharded(name: &str, nodes: u64, shards: usize) -> TestCluster {
+        TestCluster::start_with(name, nodes, 1, |config| {
+            config.sharded = true;
+            config.shards = shards;
+        })
+    }
+
+    /// Starts `nodes` servers of `cores` cores each, with `adjust` applied to every node's
+    /// configuration, and waits until each listens.
+    pub fn start_with(
+        name: &str,
+        nodes: u64,
+        cores: usize,
+        adjust: impl Fn(&mut NodeConfig),
+    ) -> TestCluster {
         let dir = std::env::temp_dir().join(format!(
             "shardcore-{name}-{}-{}",
             std::process::id(),
@@ -97,6 +117,7 @@ impl TestCluster {
                 config.kv.max_raft_state_bytes = 256 << 10;
                 config.wal.segment_bytes = 1 << 20;
                 config.wal.max_segments = 8;
+                adjust(&mut config);
                 config
             })
             .collect();
@@ -225,6 +246,7 @@ impl TestCluster {
         config.cluster_id = self.configs[0].cluster_id.clone();
         config.groups = GROUPS;
         config.op_timeout = Duration::from_secs(20);
+        config.sharded = self.configs[0].sharded;
         config
     }
 
@@ -251,6 +273,24 @@ impl TestCluster {
         )
     }
 
+    /// The `shardcore` binary with `args` after `kv --endpoints ...` (and `--sharded` for a
+    /// sharded cluster): (exit code, stdout, stderr).
+    pub fn kv_cli(&self, args: &[&str]) -> (i32, String, String) {
+        let endpoints: Vec<String> = self.endpoints().iter().map(|a| a.to_string()).collect();
+        let mut command = std::process::Command::new(&self.exe);
+        command.args(["kv", "--timeout-secs", "20", "--endpoints"]);
+        command.arg(endpoints.join(","));
+        if self.configs[0].sharded {
+            command.arg("--sharded");
+        }
+        let out = command.args(args).output().expect("run shardcore kv");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     pub fn workload_config(&self, clients: usize, seconds: u64, seed: u64) -> WorkloadConfig {
         WorkloadConfig {
             endpoints: self.endpoints(),
@@ -262,6 +302,7 @@ impl TestCluster {
             seed,
             op_timeout: Duration::from_secs(8),
             key_prefix: String::new(),
+            sharded: self.configs[0].sharded,
         }
     }
 
@@ -378,7 +419,8 @@ impl Drop for TestCluster {
 fn to_toml(c: &NodeConfig) -> String {
     let mut s = format!(
         "node_id = {}\ncluster_id = {:?}\nclient_addr = \"{}\"\npeer_addr = \"{}\"\n\
-         data_dir = {:?}\ncores = {}\npin = {}\ngroups = {}\nlog_level = {:?}\n",
+         data_dir = {:?}\ncores = {}\npin = {}\ngroups = {}\nshards = {}\nsharded = {}\n\
+         log_level = {:?}\n",
         c.node_id,
         c.cluster_id,
         c.client_addr,
@@ -387,6 +429,8 @@ fn to_toml(c: &NodeConfig) -> String {
         c.cores,
         c.pin,
         c.groups,
+        c.shards,
+        c.sharded,
         c.log_level
     );
     for p in &c.peers {
