@@ -98,22 +98,33 @@ pub fn run(endpoints: Endpoints, timeout: Duration, command: KvCommand) -> (Stri
             );
         }
     }
+    run_on_one_core("shardcore-kv", 2, move || {
+        execute(endpoints.clone(), timeout, command.clone())
+    })
+}
+
+/// Runs a command's client on a one-core, unpinned runtime named `name` and returns what it
+/// printed and its exit code; `failed` is the exit code when the runtime cannot start (or the
+/// command produced nothing).
+pub(super) fn run_on_one_core<F, Fut>(name: &str, failed: u8, command: F) -> (String, u8)
+where
+    F: Fn() -> Fut + Send + Clone + 'static,
+    Fut: std::future::Future<Output = (String, u8)> + 'static,
+{
     let runtime = shardcore_io::RuntimeConfig {
         cores: 1,
         pinning: shardcore_io::runtime::Pinning::Unpinned,
-        name: "shardcore-kv".to_string(),
+        name: name.to_string(),
         ..shardcore_io::RuntimeConfig::default()
     };
-    let result = shardcore_io::run(runtime, move |_core: shardcore_io::Core<()>| {
-        let endpoints = endpoints.clone();
-        let command = command.clone();
-        async move { execute(endpoints, timeout, command).await }
-    });
-    match result {
+    match shardcore_io::run(runtime, move |_core: shardcore_io::Core<()>| command()) {
         Ok(mut outputs) => outputs
             .pop()
-            .unwrap_or_else(|| ("no result".to_string(), 2)),
-        Err(e) => (format!("error: cannot start the client runtime: {e}"), 2),
+            .unwrap_or_else(|| ("no result".to_string(), failed)),
+        Err(e) => (
+            format!("error: cannot start the client runtime: {e}"),
+            failed,
+        ),
     }
 }
 
@@ -134,18 +145,21 @@ fn with_hint(text: String, error: &ClientError, sharded: bool) -> String {
     format!("{text} ({hint})")
 }
 
+impl Endpoints {
+    /// The client settings these flags give: node i (from 1) at the i-th address, the cluster
+    /// id, the fixed groups, each operation's timeout. Sharded routing is the caller's choice.
+    pub(super) fn client_config(&self, timeout: Duration) -> ClientConfig {
+        let nodes = self.addrs.iter().enumerate();
+        let mut config = ClientConfig::new(nodes.map(|(i, a)| (i as u64 + 1, *a)).collect());
+        config.cluster_id = self.cluster_id.clone();
+        config.groups = self.groups;
+        config.op_timeout = timeout;
+        config
+    }
+}
+
 async fn execute(endpoints: Endpoints, timeout: Duration, command: KvCommand) -> (String, u8) {
-    let mut config = ClientConfig::new(
-        endpoints
-            .addrs
-            .iter()
-            .enumerate()
-            .map(|(i, addr)| (i as u64 + 1, *addr))
-            .collect(),
-    );
-    config.cluster_id = endpoints.cluster_id.clone();
-    config.groups = endpoints.groups;
-    config.op_timeout = timeout;
+    let mut config = endpoints.client_config(timeout);
     config.sharded = endpoints.sharded;
     let client = match Client::new(config) {
         Ok(client) => client,

@@ -21,8 +21,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use super::cli::Endpoints;
-use super::{Client, ClientConfig, ClientError};
+use super::cli::{run_on_one_core, Endpoints};
+use super::{Client, ClientError};
 use crate::node::placement::{core_of_group, CONTROLLER_GROUP};
 use crate::raft::GroupId;
 use crate::shardctl::{Config, Replica, ShardId, LATEST, NO_GROUP};
@@ -82,23 +82,9 @@ pub fn run(endpoints: Endpoints, timeout: Duration, command: CtlCommand) -> (Str
     if let Err(why) = check(&command, endpoints.addrs.len()) {
         return (format!("error: {why}"), 2);
     }
-    let runtime = shardcore_io::RuntimeConfig {
-        cores: 1,
-        pinning: shardcore_io::runtime::Pinning::Unpinned,
-        name: "shardcore-ctl".to_string(),
-        ..shardcore_io::RuntimeConfig::default()
-    };
-    let result = shardcore_io::run(runtime, move |_core: shardcore_io::Core<()>| {
-        let endpoints = endpoints.clone();
-        let command = command.clone();
-        async move { execute(endpoints, timeout, command).await }
-    });
-    match result {
-        Ok(mut outputs) => outputs
-            .pop()
-            .unwrap_or_else(|| ("no result".to_string(), 3)),
-        Err(e) => (format!("error: cannot start the client runtime: {e}"), 3),
-    }
+    run_on_one_core("shardcore-ctl", 3, move || {
+        execute(endpoints.clone(), timeout, command.clone())
+    })
 }
 
 /// Usage mistakes the controller would not catch, or would catch only after a round trip.
@@ -140,17 +126,7 @@ pub fn join_replicas(
 
 async fn execute(endpoints: Endpoints, timeout: Duration, command: CtlCommand) -> (String, u8) {
     let nodes = endpoints.addrs.len();
-    let mut config = ClientConfig::new(
-        endpoints
-            .addrs
-            .iter()
-            .enumerate()
-            .map(|(i, addr)| (i as u64 + 1, *addr))
-            .collect(),
-    );
-    config.cluster_id = endpoints.cluster_id.clone();
-    config.groups = endpoints.groups;
-    config.op_timeout = timeout;
+    let config = endpoints.client_config(timeout);
     let client = match Client::new(config) {
         Ok(client) => client,
         Err(e) => return (format!("error: {e}"), 2),

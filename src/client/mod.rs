@@ -52,7 +52,7 @@ use bytes::Bytes;
 pub use conn::{Conn, ConnError};
 pub use router::ShardRouter;
 
-use crate::kv::{ClientId, Consistency, KvError, Op, Reply, Request};
+use crate::kv::{ClientId, Consistency, KvError, Op, Reply, Request, ServiceRequest};
 use crate::node::placement::{group_for_key, CONTROLLER_GROUP};
 use crate::raft::{GroupId, NodeId};
 use crate::shardctl::{Config, CtlError, CtlOp, CtlReply, CtlRequest, Replica, ShardId, LATEST};
@@ -151,6 +151,36 @@ pub struct ClientStats {
 struct Session {
     client: ClientId,
     next_seq: u64,
+}
+
+impl Session {
+    /// The request for this session's next write `op`, with the next sequence number: a retry
+    /// of it resends this very request, so the service applies it once.
+    fn next_request<O>(&mut self, op: O) -> ServiceRequest<O> {
+        let request = ServiceRequest {
+            client: self.client,
+            seq: self.next_seq,
+            op,
+            consistency: Consistency::Linearizable,
+        };
+        self.next_seq += 1;
+        request
+    }
+}
+
+/// A registration answered with something else.
+fn unexpected_registration(reply: impl fmt::Debug) -> ClientError {
+    ClientError::Refused(format!("unexpected reply to Register: {reply:?}"))
+}
+
+/// A request outside any session: a read, or the registration that opens one.
+fn sessionless<O>(op: O, consistency: Consistency) -> ServiceRequest<O> {
+    ServiceRequest {
+        client: 0,
+        seq: 0,
+        op,
+        consistency,
+    }
 }
 
 /// A KV client for one core. See the module docs.
@@ -267,22 +297,12 @@ impl Client {
         let group = group_for_key(op.key(), self.config.groups);
         let deadline = Instant::now() + self.config.op_timeout;
         if !op.is_write() {
-            let request = Request {
-                client: 0,
-                seq: 0,
-                op,
-                consistency,
-            };
-            return self.run(group, request, deadline).await;
+            return self
+                .run(group, sessionless(op, consistency), deadline)
+                .await;
         }
         let mut session = self.take_session(group, deadline).await?;
-        let request = Request {
-            client: session.client,
-            seq: session.next_seq,
-            op,
-            consistency: Consistency::Linearizable,
-        };
-        session.next_seq += 1;
+        let request = session.next_request(op);
         let result = self.run(group, request, deadline).await;
         match &result {
             Err(ClientError::Unknown) => {}
@@ -451,6 +471,25 @@ impl Client {
         group: GroupId,
         deadline: Instant,
     ) -> Result<Session, ClientError> {
+        self.pooled_or_opened(group, || async move {
+            let request = sessionless(Op::Register, Consistency::Linearizable);
+            match self.run(group, request, deadline).await? {
+                Reply::Registered { client } => Ok(client),
+                other => Err(unexpected_registration(other)),
+            }
+        })
+        .await
+    }
+
+    /// A pooled session of `group`, or a new one `register` opens through the service's log.
+    async fn pooled_or_opened<Fut>(
+        &self,
+        group: GroupId,
+        register: impl FnOnce() -> Fut,
+    ) -> Result<Session, ClientError>
+    where
+        Fut: Future<Output = Result<ClientId, ClientError>>,
+    {
         if let Some(session) = self
             .sessions
             .borrow_mut()
@@ -459,24 +498,12 @@ impl Client {
         {
             return Ok(session);
         }
-        let request = Request {
-            client: 0,
-            seq: 0,
-            op: Op::Register,
-            consistency: Consistency::Linearizable,
-        };
-        match self.run(group, request, deadline).await? {
-            Reply::Registered { client } => {
-                self.count(|s| s.sessions_opened += 1);
-                Ok(Session {
-                    client,
-                    next_seq: 1,
-                })
-            }
-            other => Err(ClientError::Refused(format!(
-                "unexpected reply to Register: {other:?}"
-            ))),
-        }
+        let client = register().await?;
+        self.count(|s| s.sessions_opened += 1);
+        Ok(Session {
+            client,
+            next_seq: 1,
+        })
     }
 
     /// Opens sessions for `group` until `count` are pooled (concurrently), so that a run's
@@ -564,22 +591,11 @@ impl Client {
     pub async fn ctl_execute(&self, op: CtlOp) -> Result<CtlReply, ClientError> {
         let deadline = Instant::now() + self.config.op_timeout;
         if matches!(op, CtlOp::Query { .. }) {
-            let request = CtlRequest {
-                client: 0,
-                seq: 0,
-                op,
-                consistency: Consistency::Linearizable,
-            };
+            let request = sessionless(op, Consistency::Linearizable);
             return self.run_ctl(request, deadline).await;
         }
         let mut session = self.take_ctl_session(deadline).await?;
-        let request = CtlRequest {
-            client: session.client,
-            seq: session.next_seq,
-            op,
-            consistency: Consistency::Linearizable,
-        };
-        session.next_seq += 1;
+        let request = session.next_request(op);
         let result = self.run_ctl(request, deadline).await;
         if !matches!(result, Err(ClientError::Unknown)) {
             self.put_session(CONTROLLER_GROUP, session);
@@ -619,32 +635,14 @@ impl Client {
     }
 
     async fn take_ctl_session(&self, deadline: Instant) -> Result<Session, ClientError> {
-        if let Some(session) = self
-            .sessions
-            .borrow_mut()
-            .get_mut(&CONTROLLER_GROUP)
-            .and_then(Vec::pop)
-        {
-            return Ok(session);
-        }
-        let request = CtlRequest {
-            client: 0,
-            seq: 0,
-            op: CtlOp::Register,
-            consistency: Consistency::Linearizable,
-        };
-        match self.run_ctl(request, deadline).await? {
-            CtlReply::Registered { client } => {
-                self.count(|s| s.sessions_opened += 1);
-                Ok(Session {
-                    client,
-                    next_seq: 1,
-                })
+        self.pooled_or_opened(CONTROLLER_GROUP, || async move {
+            let request = sessionless(CtlOp::Register, Consistency::Linearizable);
+            match self.run_ctl(request, deadline).await? {
+                CtlReply::Registered { client } => Ok(client),
+                other => Err(unexpected_registration(other)),
             }
-            other => Err(ClientError::Refused(format!(
-                "unexpected reply to Register: {other:?}"
-            ))),
-        }
+        })
+        .await
     }
 }
 

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::{Client, ClientError, Session, ShardRouter};
+use super::{sessionless, Client, ClientError, Session, ShardRouter};
 use crate::kv::{Consistency, Op, Reply, Request};
 use crate::raft::GroupId;
 use crate::rng::Rng;
@@ -95,12 +95,7 @@ impl Client {
         key: Bytes,
     ) -> Result<Option<Bytes>, ClientError> {
         let deadline = Instant::now() + self.config.op_timeout;
-        let request = Request {
-            client: 0,
-            seq: 0,
-            op: Op::Get { key },
-            consistency: Consistency::Linearizable,
-        };
+        let request = sessionless(Op::Get { key }, Consistency::Linearizable);
         match self.run(group, request, deadline).await? {
             Reply::Value(value) => Ok(value),
             other => Err(ClientError::Refused(format!("unexpected reply {other:?}"))),
@@ -115,22 +110,12 @@ impl Client {
     ) -> Result<Reply, ClientError> {
         let deadline = Instant::now() + self.config.op_timeout;
         if !op.is_write() {
-            let request = Request {
-                client: 0,
-                seq: 0,
-                op,
-                consistency,
-            };
-            return self.run_sharded(request, deadline).await;
+            return self
+                .run_sharded(sessionless(op, consistency), deadline)
+                .await;
         }
         let mut session = self.take_shard_session();
-        let request = Request {
-            client: session.client,
-            seq: session.next_seq,
-            op,
-            consistency: Consistency::Linearizable,
-        };
-        session.next_seq += 1;
+        let request = session.next_request(op);
         let result = self.run_sharded(request, deadline).await;
         if !matches!(result, Err(ClientError::Unknown)) {
             // After a timeout the session is still sound: its next sequence supersedes the one
