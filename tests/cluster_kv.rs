@@ -15,6 +15,14 @@ use std::time::Duration;
 
 use cluster_support::{assert_clean, TestCluster};
 
+/// Operations the workload completes between two faults: about a second of it on a quiet
+/// machine, longer on a loaded one, so each fault lands after the same amount of work.
+const LOAD_OPS: u64 = 3000;
+
+/// The paced tests' workload duration: only an upper bound, since the workload stops once the
+/// faults are done (each wait for progress is bounded by `PROGRESS_LIMIT` as well).
+const PACED_LIMIT_SECS: u64 = 120;
+
 fn seed() -> u64 {
     std::env::var("SEED")
         .ok()
@@ -35,16 +43,17 @@ fn three_nodes_serve_linearizably() {
 fn kill_nine_each_node_in_turn() {
     let seed = seed();
     let mut cluster = TestCluster::start("kill-each", 3);
-    let config = cluster.workload_config(6, 14, seed);
-    let report = cluster.run_with(config, |c| {
+    let config = cluster.workload_config(6, PACED_LIMIT_SECS, seed);
+    let report = cluster.run_paced(config, |c| {
         // Every node leads some groups and follows in others, so each kill takes out leaders
-        // and followers at once.
+        // and followers at once; the other two serve on while it is down.
         for id in 1..=3 {
-            sleep(Duration::from_millis(1500));
+            c.await_progress(LOAD_OPS);
             c.kill(id);
-            sleep(Duration::from_millis(1500));
+            c.await_progress(LOAD_OPS);
             c.restart(id);
         }
+        c.await_progress(LOAD_OPS);
     });
     assert_clean(&cluster, seed, &report);
 }
@@ -53,13 +62,15 @@ fn kill_nine_each_node_in_turn() {
 fn kill_nine_every_node_at_once_then_restart() {
     let seed = seed();
     let mut cluster = TestCluster::start("kill-all", 3);
-    let config = cluster.workload_config(6, 12, seed);
-    let report = cluster.run_with(config, |c| {
+    let config = cluster.workload_config(6, PACED_LIMIT_SECS, seed);
+    let report = cluster.run_paced(config, |c| {
         for _ in 0..2 {
-            sleep(Duration::from_millis(2500));
+            c.await_progress(LOAD_OPS);
             for id in 1..=3 {
                 c.kill(id);
             }
+            // The outage itself: nothing can make progress while every node is down, so its
+            // length is a chosen duration, not a wait for a condition.
             sleep(Duration::from_millis(500));
             for id in 1..=3 {
                 c.spawn(id);
@@ -68,6 +79,7 @@ fn kill_nine_every_node_at_once_then_restart() {
                 c.wait_up(id);
             }
         }
+        c.await_progress(LOAD_OPS);
     });
     assert_clean(&cluster, seed, &report);
 }
@@ -76,14 +88,15 @@ fn kill_nine_every_node_at_once_then_restart() {
 fn paused_nodes_make_partitions() {
     let seed = seed();
     let mut cluster = TestCluster::start("pause", 3);
-    let config = cluster.workload_config(6, 12, seed);
-    let report = cluster.run_with(config, |c| {
+    let config = cluster.workload_config(6, PACED_LIMIT_SECS, seed);
+    let report = cluster.run_paced(config, |c| {
         for id in [1, 2, 3, 1] {
-            sleep(Duration::from_millis(1000));
+            c.await_progress(LOAD_OPS);
             c.pause(id);
-            sleep(Duration::from_millis(1500));
+            c.await_progress(LOAD_OPS);
             c.resume(id);
         }
+        c.await_progress(LOAD_OPS);
     });
     assert_clean(&cluster, seed, &report);
 }
@@ -92,20 +105,21 @@ fn paused_nodes_make_partitions() {
 fn five_nodes_survive_two_failures() {
     let seed = seed();
     let mut cluster = TestCluster::start("five", 5);
-    let config = cluster.workload_config(6, 12, seed);
-    let report = cluster.run_with(config, |c| {
-        sleep(Duration::from_millis(2000));
+    let config = cluster.workload_config(6, PACED_LIMIT_SECS, seed);
+    let report = cluster.run_paced(config, |c| {
+        c.await_progress(LOAD_OPS);
         c.kill(1);
         c.pause(2);
-        sleep(Duration::from_millis(3000));
+        c.await_progress(2 * LOAD_OPS);
         c.resume(2);
         c.restart(1);
-        sleep(Duration::from_millis(1000));
+        c.await_progress(LOAD_OPS);
         c.kill(4);
         c.kill(5);
-        sleep(Duration::from_millis(2000));
+        c.await_progress(LOAD_OPS);
         c.restart(4);
         c.restart(5);
+        c.await_progress(LOAD_OPS);
     });
     assert_clean(&cluster, seed, &report);
 }
@@ -177,9 +191,9 @@ fn bad_frames_close_one_connection_and_the_node_serves_on() {
     let mut cluster = TestCluster::start("bad-input", 3);
     let addr = cluster.configs[0].client_addr;
     // A client that holds a good connection open throughout.
-    let config = cluster.workload_config(3, 6, seed);
-    let report = cluster.run_with(config, |_| {
-        sleep(Duration::from_millis(500));
+    let config = cluster.workload_config(3, PACED_LIMIT_SECS, seed);
+    let report = cluster.run_paced(config, |c| {
+        c.await_progress(LOAD_OPS / 4);
         expect_closed(addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "garbage");
         let mut header = Vec::new();
         header.extend_from_slice(b"SHCR");
@@ -199,6 +213,8 @@ fn bad_frames_close_one_connection_and_the_node_serves_on() {
         )
         .expect("encode");
         expect_closed(addr, &frame, "a hello that fails the verifier");
+        // Everyone else is still served.
+        c.await_progress(LOAD_OPS / 4);
     });
     assert_clean(&cluster, seed, &report);
     let log = std::fs::read_to_string(cluster.log_file(1)).unwrap_or_default();

@@ -29,6 +29,11 @@ use shardcore::shardkv::key_to_shard;
 
 /// Few shards, so the workload's handful of keys share shards and every move hits some of them.
 const SHARDS: usize = 8;
+/// Operations the workload completes between two configuration changes or faults: about a
+/// second of it on a quiet machine, so each change lands after the same amount of work.
+const LOAD_OPS: u64 = 3000;
+/// The workload's duration: only an upper bound, since it stops once the faults are done.
+const PACED_LIMIT_SECS: u64 = 120;
 
 fn seed() -> u64 {
     std::env::var("SEED")
@@ -189,20 +194,20 @@ fn shards_move_under_load_and_kill_nine_linearizably() {
     let (code, out, err) = cluster.kv_cli(&["get", "greeting"]);
     assert_eq!((code, out.as_str()), (0, "hello\n"), "kv get: {err}");
 
-    let mut config = cluster.workload_config(6, 22, seed);
+    let mut config = cluster.workload_config(6, PACED_LIMIT_SECS, seed);
     config.keys = 8;
-    let report = cluster.run_with(config, |c| {
-        sleep(Duration::from_millis(1500));
+    let report = cluster.run_paced(config, |c| {
+        c.await_progress(LOAD_OPS);
         change(
             c,
             CtlOp::Join {
                 groups: BTreeMap::from([(4, every_node())]),
             },
         );
-        sleep(Duration::from_millis(1500));
+        c.await_progress(LOAD_OPS);
         change(c, CtlOp::Move { shard: 0, group: 2 });
         change(c, CtlOp::Move { shard: 1, group: 4 });
-        sleep(Duration::from_millis(1500));
+        c.await_progress(LOAD_OPS);
         // Group 2's shards move to the others. Kill the leader of a group that gains some as
         // soon as the leave is committed, so its pulls, installs and the old owner's deletes
         // go on under a new leader.
@@ -218,16 +223,16 @@ fn shards_move_under_load_and_kill_nine_linearizably() {
         change(c, CtlOp::Leave { groups: vec![2] });
         c.kill(leader);
         eprintln!("killed node {leader}, g{gainer}'s leader, as g2 left");
-        sleep(Duration::from_millis(2500));
+        c.await_progress(LOAD_OPS);
         c.restart(leader);
-        sleep(Duration::from_millis(1500));
+        c.await_progress(LOAD_OPS);
         change(
             c,
             CtlOp::Join {
                 groups: BTreeMap::from([(2, every_node())]),
             },
         );
-        sleep(Duration::from_millis(1000));
+        c.await_progress(LOAD_OPS);
         // Group 1 leaves; the leader of group 1 itself (the old owner, answering pulls and
         // waiting to delete) dies at once.
         let before = latest(c);
@@ -235,8 +240,9 @@ fn shards_move_under_load_and_kill_nine_linearizably() {
         change(c, CtlOp::Leave { groups: vec![1] });
         c.kill(leader);
         eprintln!("killed node {leader}, g1's leader, as g1 left");
-        sleep(Duration::from_millis(2000));
+        c.await_progress(LOAD_OPS);
         c.restart(leader);
+        c.await_progress(LOAD_OPS);
     });
     assert_clean(&cluster, seed, &report);
     let stats = report.client_stats;

@@ -18,6 +18,23 @@ use shardcore_io::{
 use shardcore_protocol::{encode, FrameKind};
 use support::run_cores;
 
+/// The longest any test here waits for a condition. Why 10 s: each one holds within
+/// milliseconds on loopback; ten seconds only ends a test that would otherwise hang.
+const CONDITION_LIMIT: Duration = Duration::from_secs(10);
+
+/// Polls `condition` every millisecond until it holds, at most [`CONDITION_LIMIT`]; panics
+/// naming `what` past that.
+async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + CONDITION_LIMIT;
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within {CONDITION_LIMIT:?}"
+        );
+        sleep(Duration::from_millis(1)).await;
+    }
+}
+
 fn loopback() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
@@ -156,9 +173,10 @@ fn a_malformed_frame_ends_only_its_connection() {
         round_trip(&mut good_reader, &good_writer, 2).await;
         send_raw_until_closed(addr, &oversize_header()).await;
         // The handlers record their error just before closing; give the last one a moment.
-        while errors.borrow().len() < 3 {
-            sleep(Duration::from_millis(1)).await;
-        }
+        wait_until("three handlers record their error", || {
+            errors.borrow().len() >= 3
+        })
+        .await;
         for n in 3..50 {
             round_trip(&mut good_reader, &good_writer, n).await;
         }
@@ -263,9 +281,10 @@ fn peer_link_reconnects_after_the_listener_restarts() {
         config.hello = Some((FrameKind::Hello, Bytes::from_static(b"node 7")));
         let link = PeerLink::new(config);
         link.try_send(FrameKind::PeerRaft, b"before").unwrap();
-        while first_life.borrow().len() < 2 {
-            sleep(Duration::from_millis(1)).await;
-        }
+        wait_until("the hello and the first frame arrive", || {
+            first_life.borrow().len() >= 2
+        })
+        .await;
         assert_eq!(
             *first_life.borrow(),
             vec![Bytes::from_static(b"node 7"), Bytes::from_static(b"before")]
@@ -273,9 +292,10 @@ fn peer_link_reconnects_after_the_listener_restarts() {
 
         // The listener and its connection go away (cancelling the task drops both) ...
         drop(server);
-        while link.is_connected() {
-            sleep(Duration::from_millis(1)).await;
-        }
+        wait_until("the link notices the listener is gone", || {
+            !link.is_connected()
+        })
+        .await;
         // ... and come back on the same port.
         let listener = TcpListener::bind(addr).expect("rebinding the same port");
         let second_life = Rc::new(RefCell::new(Vec::new()));
@@ -283,7 +303,12 @@ fn peer_link_reconnects_after_the_listener_restarts() {
         // Frames sent while reconnecting may be lost with a failed write (at most once), so keep
         // sending until one arrives.
         let mut attempt = 0u32;
+        let deadline = std::time::Instant::now() + CONDITION_LIMIT;
         while second_life.borrow().len() < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the link did not reconnect within {CONDITION_LIMIT:?}"
+            );
             let _ = link.try_send(FrameKind::PeerRaft, format!("after {attempt}").as_bytes());
             attempt += 1;
             sleep(Duration::from_millis(5)).await;

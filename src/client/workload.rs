@@ -11,7 +11,7 @@
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -73,6 +73,16 @@ pub struct WorkloadReport {
 
 /// Runs the workload on a one-core runtime in the calling thread; `stop` ends it early.
 pub fn run(config: WorkloadConfig, stop: Arc<AtomicBool>) -> Result<WorkloadReport, String> {
+    run_observed(config, stop, Arc::new(AtomicU64::new(0)))
+}
+
+/// [`run`], counting completed operations in `completed` as they complete, so that another
+/// thread can pace faults by the cluster's progress rather than by guesses of time.
+pub fn run_observed(
+    config: WorkloadConfig,
+    stop: Arc<AtomicBool>,
+    completed: Arc<AtomicU64>,
+) -> Result<WorkloadReport, String> {
     let runtime = shardcore_io::RuntimeConfig {
         cores: 1,
         pinning: shardcore_io::runtime::Pinning::Unpinned,
@@ -82,7 +92,8 @@ pub fn run(config: WorkloadConfig, stop: Arc<AtomicBool>) -> Result<WorkloadRepo
     let mut results = shardcore_io::run(runtime, move |_core: shardcore_io::Core<()>| {
         let config = config.clone();
         let stop = stop.clone();
-        async move { drive(config, stop).await }
+        let completed = completed.clone();
+        async move { drive(config, stop, completed).await }
     })
     .map_err(|e| format!("cannot start the workload runtime: {e}"))?;
     results.pop().ok_or_else(|| "no result".to_string())
@@ -96,7 +107,11 @@ fn key_name(prefix: &str, i: usize) -> String {
     }
 }
 
-async fn drive(config: WorkloadConfig, stop: Arc<AtomicBool>) -> WorkloadReport {
+async fn drive(
+    config: WorkloadConfig,
+    stop: Arc<AtomicBool>,
+    completed: Arc<AtomicU64>,
+) -> WorkloadReport {
     let mut client_config = ClientConfig::new(
         config
             .endpoints
@@ -131,6 +146,7 @@ async fn drive(config: WorkloadConfig, stop: Arc<AtomicBool>) -> WorkloadReport 
         let report = report.clone();
         let acked = acked.clone();
         let stop = stop.clone();
+        let completed = completed.clone();
         let config = config.clone();
         tasks.push(shardcore_io::spawn(async move {
             let mut rng = Rng::stream(config.seed, &format!("workload client {c}"));
@@ -148,7 +164,9 @@ async fn drive(config: WorkloadConfig, stop: Arc<AtomicBool>) -> WorkloadReport 
                     if dice < 35 {
                         let r = client.get(kb).await;
                         let ret = start.elapsed().as_nanos() as u64;
-                        record_get(&report, id, &key, r, call_ns, ret);
+                        if record_get(&report, id, &key, r, call_ns, ret) {
+                            completed.fetch_add(1, Ordering::Relaxed);
+                        }
                         continue;
                     }
                     OpKind::Append
@@ -188,6 +206,7 @@ async fn drive(config: WorkloadConfig, stop: Arc<AtomicBool>) -> WorkloadReport 
                 match result {
                     Ok(cas) => {
                         r.completed += 1;
+                        completed.fetch_add(1, Ordering::Relaxed);
                         if let Some((swapped, found, expected)) = cas {
                             line.expected = expected;
                             line.ok = Some(swapped);
@@ -258,6 +277,7 @@ async fn drive(config: WorkloadConfig, stop: Arc<AtomicBool>) -> WorkloadReport 
     report
 }
 
+/// Records a get's outcome; true when it completed.
 fn record_get(
     report: &Rc<RefCell<WorkloadReport>>,
     client: u64,
@@ -265,7 +285,7 @@ fn record_get(
     result: Result<Option<Bytes>, ClientError>,
     call_ns: u64,
     return_ns: u64,
-) {
+) -> bool {
     let mut r = report.borrow_mut();
     match result {
         Ok(value) => {
@@ -273,8 +293,10 @@ fn record_get(
             let mut line = HistoryOp::get(client, key, None, call_ns, return_ns);
             line.output = value;
             r.history.push(line);
+            return true;
         }
         Err(ClientError::Timeout | ClientError::Unknown) => r.timeouts += 1,
         Err(_) => r.refused += 1,
     }
+    false
 }

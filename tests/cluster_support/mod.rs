@@ -8,9 +8,9 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::Child;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use shardcore::client::workload::{self, WorkloadConfig, WorkloadReport};
 use shardcore::client::{Client, ClientConfig, ClientError};
@@ -47,6 +47,8 @@ pub struct TestCluster {
     pub configs: Vec<NodeConfig>,
     pub children: Vec<Option<Child>>,
     exe: PathBuf,
+    /// While `run_with` runs a workload: its completed operations so far.
+    progress: Option<Arc<AtomicU64>>,
 }
 
 impl TestCluster {
@@ -127,6 +129,7 @@ impl TestCluster {
             configs,
             children: Vec::new(),
             exe: PathBuf::from(env!("CARGO_BIN_EXE_shardcore")),
+            progress: None,
         };
         for id in 1..=nodes {
             cluster.children.push(None);
@@ -306,24 +309,77 @@ impl TestCluster {
         }
     }
 
-    /// Runs the workload on a thread while `faults` runs here; returns the report.
+    /// Runs the workload on a thread while `faults` runs here, for the workload's whole
+    /// duration; returns the report.
     pub fn run_with<F: FnOnce(&mut TestCluster)>(
         &mut self,
         config: WorkloadConfig,
         faults: F,
     ) -> WorkloadReport {
+        self.run_workload(config, faults, false)
+    }
+
+    /// Runs the workload on a thread while `faults` runs here, paced by
+    /// [`TestCluster::await_progress`], and stops it once `faults` returns (its duration is
+    /// only an upper bound); returns the report.
+    pub fn run_paced<F: FnOnce(&mut TestCluster)>(
+        &mut self,
+        config: WorkloadConfig,
+        faults: F,
+    ) -> WorkloadReport {
+        self.run_workload(config, faults, true)
+    }
+
+    fn run_workload<F: FnOnce(&mut TestCluster)>(
+        &mut self,
+        config: WorkloadConfig,
+        faults: F,
+        stop_after_faults: bool,
+    ) -> WorkloadReport {
         let stop = Arc::new(AtomicBool::new(false));
+        let completed = Arc::new(AtomicU64::new(0));
         let worker = {
-            let stop = stop.clone();
-            std::thread::spawn(move || workload::run(config, stop))
+            let (stop, completed) = (stop.clone(), completed.clone());
+            std::thread::spawn(move || workload::run_observed(config, stop, completed))
         };
+        self.progress = Some(completed);
         faults(self);
+        self.progress = None;
+        if stop_after_faults {
+            stop.store(true, Ordering::Relaxed);
+        }
         worker
             .join()
             .expect("workload thread")
             .expect("workload runs")
     }
 }
+
+impl TestCluster {
+    /// Inside `run_with`'s faults: waits until the workload has completed `ops` more operations
+    /// (the cluster served through whatever the last fault did), at most [`PROGRESS_LIMIT`].
+    /// Faults paced this way land at the same point of the work on a fast or a loaded machine.
+    pub fn await_progress(&self, ops: u64) {
+        let progress = self
+            .progress
+            .as_ref()
+            .expect("await_progress inside run_with");
+        let target = progress.load(Ordering::Relaxed) + ops;
+        let deadline = Instant::now() + PROGRESS_LIMIT;
+        while progress.load(Ordering::Relaxed) < target {
+            assert!(
+                Instant::now() < deadline,
+                "the workload completed fewer than {ops} operations in {PROGRESS_LIMIT:?}\n{}",
+                self.log_tail(1)
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// The longest [`TestCluster::await_progress`] waits. Why 30 s: a healthy cluster completes
+/// thousands of operations a second; one that completes a few hundred in 30 s is stuck.
+pub const PROGRESS_LIMIT: Duration = Duration::from_secs(30);
 
 /// One controller operation with a fresh client on a one-core runtime (callable from any
 /// thread): the result and the controller leader the client found.
