@@ -1,10 +1,11 @@
 //! The bridge between cores and plain threads: a bounded lock-free channel whose ends can each
 //! wait either by awaiting (on a core) or by blocking (on a plain thread).
 //!
-//! The node runs a blocking WAL writer thread per core: the core sends it batches with
-//! `send().await` (waiting, not blocking the executor, when the writer is behind) and the thread
-//! takes them with `recv_blocking()`; the thread sends completions back with `send_blocking()`
-//! and the core's task wakes in `recv().await`. The same channel serves both directions.
+//! The node runs a snapshot writer thread per core (and MapReduce workers run blocking file
+//! work): the core sends it jobs with `send().await` or `try_send` (waiting, not blocking the
+//! executor, when the thread is behind) and the thread takes them with `recv_blocking()`; the
+//! thread sends completions back with `send_blocking()` and the core's task wakes in
+//! `recv().await`. The same channel serves both directions.
 //!
 //! Built like the mesh: a `crossbeam` `ArrayQueue` plus two `event_listener::Event`s ("an item
 //! arrived", "a slot was freed"). An item sent from a plain thread wakes a core that is asleep

@@ -12,8 +12,8 @@
 //!   each a [`Core`]: its id, the core count, and its end of the mesh.
 //! - [`mesh`]: a bounded lock-free queue for every ordered pair of cores; `send` waits while the
 //!   destination's queue is full (backpressure), one [`MeshReceiver`] per core receives from all.
-//! - [`bridge`]: a bounded channel between a core and a plain thread (the node's blocking WAL
-//!   writers), each end usable by awaiting or by blocking.
+//! - [`bridge`]: a bounded channel between a core and a plain thread (the node's snapshot
+//!   writers, MapReduce workers), each end usable by awaiting or by blocking.
 //! - [`task`] and [`time`]: spawn local tasks, yield, sleep, time out, and the [`Ticker`] that
 //!   drives Raft's 10 ms tick.
 //! - [`net`]: TCP listeners (`SO_REUSEPORT`, so every core binds the client port) and streams
@@ -25,6 +25,8 @@
 //! - [`peer`]: [`PeerLink`], one outbound connection per peer node kept alive with reconnects and
 //!   bounded backoff, coalescing everything queued for that node.
 //! - [`signal`]: SIGTERM / SIGINT as a shutdown that every core can await.
+//! - [`event`]: [`EventCounter`], an eventfd a core awaits in its own ring: another io_uring
+//!   (the WAL's) signals it on every completion, so the core drives that ring itself.
 //! - [`cpu`]: this process's CPU time, for benchmarks.
 //! - [`limits`]: the named bounds of the runtime, each with the reason for its number.
 //! - [`placement`]: which core of a node owns a Raft group, a pure function pinned by a golden
@@ -67,6 +69,7 @@
 pub mod bridge;
 pub mod cpu;
 pub mod error;
+pub mod event;
 pub mod framed;
 pub mod limits;
 pub mod memlock;
@@ -83,6 +86,7 @@ pub mod time;
 pub use bridge::{BridgeReceiver, BridgeSender};
 pub use cpu::{process_cpu_time, CpuTime};
 pub use error::{IoError, SendError, TryRecvError, TrySendError};
+pub use event::EventCounter;
 pub use framed::{FrameError, FrameReader, FrameWriter};
 pub use mesh::MeshReceiver;
 pub use net::{ReadHalf, TcpListener, TcpStream, WriteHalf};

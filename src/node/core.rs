@@ -105,7 +105,7 @@ impl WriteBatch {
 
     /// About how many bytes the records take in the log (entries' data plus a generous
     /// allowance per record and entry for headers); snapshots go to their own files and do not
-    /// count. The log thread bounds how many batches it merges into one WAL write by this, as
+    /// count. The log writer bounds how many batches it merges into one WAL write by this, as
     /// the WAL refuses a write larger than a segment.
     pub fn approx_log_bytes(&self) -> usize {
         self.records
@@ -494,6 +494,13 @@ struct Replica {
     last_snapshot_index: Index,
     /// The storage asked for a snapshot (the group pins the oldest log segment).
     snapshot_requested: bool,
+    /// The hard state last put into a write batch (term and vote there are durable or on
+    /// their way).
+    saved_hard_state: HardState,
+    /// A newer hard state that differs from the saved one only in its commit index: written
+    /// with the next batch that goes to the log anyway, never a write of its own (see
+    /// [`CoreNode::take_output`]).
+    unsaved_commit: Option<HardState>,
 }
 
 /// The groups of one core. See the module docs.
@@ -567,6 +574,7 @@ impl CoreNode {
             raft.group = group;
             raft.voters = config.voters.clone();
             raft.seed = crate::rng::Rng::stream(config.seed, &format!("group {group}")).next_u64();
+            let saved_hard_state = boot.hard_state;
             let restore = Restore {
                 hard_state: boot.hard_state,
                 snapshot: boot.snapshot,
@@ -584,6 +592,8 @@ impl CoreNode {
                     log_bytes,
                     last_snapshot_index,
                     snapshot_requested: false,
+                    saved_hard_state,
+                    unsaved_commit: None,
                 },
             );
         }
@@ -854,6 +864,13 @@ impl CoreNode {
             self.drive(group);
         }
         if self.batch_needed {
+            // Commit indexes not yet written ride along with this write.
+            for (&group, replica) in &mut self.replicas {
+                if let Some(hs) = replica.unsaved_commit.take() {
+                    replica.saved_hard_state = hs;
+                    self.batch.records.push(hard_state_record(group, hs));
+                }
+            }
             self.batch_log_bytes = 0;
             let ticket = self.next_ticket;
             self.next_ticket += 1;
@@ -918,6 +935,19 @@ impl CoreNode {
             replica.service.on_soft_state(soft);
         }
         self.out.messages.extend(messages);
+        // A new term or vote must be durable before anything that depends on it leaves; a
+        // commit index alone need not be (it is only a hint of progress: recovery clamps it,
+        // and Raft learns the commit again from the leader or its own quorum), so a
+        // commit-only change waits for the next write there is anyway, as etcd's MustSync.
+        let hard_state = hard_state.and_then(|hs| {
+            let saved = replica.saved_hard_state;
+            if hs.term == saved.term && hs.vote == saved.vote {
+                replica.unsaved_commit = Some(hs);
+                None
+            } else {
+                Some(hs)
+            }
+        });
         let must_write = snapshot.is_some()
             || !entries.is_empty()
             || hard_state.is_some()
@@ -960,14 +990,9 @@ impl CoreNode {
                 self.batch_reports.push((group, s.meta.index, s.meta.term));
             }
             if let Some(hs) = hard_state {
-                self.batch.records.push(LogRecord::HardState {
-                    group,
-                    state: WalHardState {
-                        term: hs.term,
-                        vote: hs.vote,
-                        commit: hs.commit,
-                    },
-                });
+                replica.saved_hard_state = hs;
+                replica.unsaved_commit = None;
+                self.batch.records.push(hard_state_record(group, hs));
             }
             self.batch_messages.extend(persisted_messages);
         }
@@ -1031,6 +1056,18 @@ impl CoreNode {
             .records
             .push(LogRecord::Compact { group, index, term });
         self.batch_log_bytes += RECORD_OVERHEAD_BYTES;
+    }
+}
+
+/// A group's hard state as the log stores it.
+fn hard_state_record(group: GroupId, hs: HardState) -> LogRecord {
+    LogRecord::HardState {
+        group,
+        state: WalHardState {
+            term: hs.term,
+            vote: hs.vote,
+            commit: hs.commit,
+        },
     }
 }
 

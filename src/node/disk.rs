@@ -1,9 +1,6 @@
 //! One core's durable state: its write-ahead log and its snapshot store, opened and recovered
-//! together, written one [`WriteBatch`] at a time.
-//!
-//! This is the blocking half of the node: [`CoreDisk::write`] returns once the batch is durable
-//! (snapshot files fsynced and renamed, then the log records under one fdatasync), so the
-//! runtime calls it from the core's log thread, never from the core's executor. Any error is
+//! together; then handed to their writers ([`CoreDisk::into_parts`]): the log to the core's
+//! [`super::log_writer::LogWriter`], the snapshot store to its snapshot thread. Any error is
 //! final for the node: the WAL poisons itself after a failed write or fdatasync, and the caller
 //! stops rather than acknowledge anything unsaved.
 //!
@@ -14,8 +11,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use shardcore_storage::snapshot::{SnapshotError, SnapshotStore};
-use shardcore_storage::wal::Ticket;
-use shardcore_storage::{LogRecord, Recovery, Wal, WalConfig, WalError};
+use shardcore_storage::{Recovery, Wal, WalConfig, WalError};
 
 use super::core::{from_wal_entry, GroupBoot, WriteBatch};
 use crate::raft::{GroupId, HardState, Snapshot, SnapshotMeta};
@@ -109,45 +105,13 @@ impl CoreDisk {
         &self.recovery
     }
 
-    /// Starts making `batches` durable: their snapshots are written (synchronously, each
-    /// fsynced and renamed), then their records are encoded and submitted as one log batch,
-    /// which may overlap the previous submission's write and fdatasync (at most
-    /// [`shardcore_storage::wal::MAX_IN_FLIGHT_BATCHES`] in flight). `None` when there were no records.
-    pub fn submit_all(&mut self, batches: &[WriteBatch]) -> Result<Option<Ticket>, DiskError> {
-        self.write_snapshots(batches)?;
-        let ticket = match batches {
-            [] => None,
-            [one] if one.records.is_empty() => None,
-            [one] => Some(self.wal.submit(&one.records)?),
-            many => {
-                let records: Vec<LogRecord> = many
-                    .iter()
-                    .flat_map(|b| b.records.iter().cloned())
-                    .collect();
-                if records.is_empty() {
-                    None
-                } else {
-                    Some(self.wal.submit(&records)?)
-                }
-            }
-        };
-        Ok(ticket)
-    }
-
-    /// Waits until the submission `ticket` (and every one before it) is durable. Returns the
-    /// groups the log asks to snapshot.
-    pub fn wait(&mut self, ticket: Ticket) -> Result<Vec<GroupId>, DiskError> {
-        self.wal.wait(ticket)?;
-        Ok(self.wal.groups_to_snapshot())
-    }
-
-    /// Submissions not yet waited for.
-    pub fn in_flight(&self) -> usize {
-        self.wal.in_flight()
-    }
-
-    fn write_snapshots(&mut self, batches: &[WriteBatch]) -> Result<(), DiskError> {
-        for s in batches.iter().flat_map(|b| &b.snapshots) {
+    /// Makes `batch` durable and returns when it is: its snapshots first (each fsynced and
+    /// renamed into place), then its records under one fdatasync. Returns the groups the log
+    /// asks to snapshot because they pin its oldest segment. Blocking: for tests and tools
+    /// that drive a core without the runtime (the node writes through
+    /// [`super::log_writer::LogWriter`]).
+    pub fn write(&mut self, batch: &WriteBatch) -> Result<Vec<GroupId>, DiskError> {
+        for s in &batch.snapshots {
             let meta = s.snapshot.meta;
             match self
                 .snapshots
@@ -157,26 +121,16 @@ impl CoreDisk {
                 Err(e) => return Err(e.into()),
             }
         }
-        Ok(())
-    }
-
-    /// Makes `batch` durable: its snapshots first (each fsynced and renamed into place), then
-    /// its records under one fdatasync. Returns the groups the log asks to snapshot because
-    /// they pin its oldest segment.
-    pub fn write(&mut self, batch: &WriteBatch) -> Result<Vec<GroupId>, DiskError> {
-        self.write_all(std::slice::from_ref(batch))
-    }
-
-    /// Makes several batches durable at once (group commit across turns): every snapshot, then
-    /// every record in batch order, under one fdatasync. A snapshot file may become durable
-    /// before records of an earlier batch; that is safe because a snapshot only ever covers
-    /// state that is already durable (applied entries) or replaces the log (one from the
-    /// leader), and recovery reads entries after the newest snapshot.
-    pub fn write_all(&mut self, batches: &[WriteBatch]) -> Result<Vec<GroupId>, DiskError> {
-        match self.submit_all(batches)? {
-            Some(ticket) => self.wait(ticket),
-            None => Ok(self.wal.groups_to_snapshot()),
+        if !batch.records.is_empty() {
+            self.wal.append(&batch.records)?;
         }
+        Ok(self.wal.groups_to_snapshot())
+    }
+
+    /// The log and the snapshot store, to hand to their writers
+    /// ([`super::log_writer::LogWriter`] on the executor, the snapshot thread).
+    pub fn into_parts(self) -> (Wal, SnapshotStore) {
+        (self.wal, self.snapshots)
     }
 
     /// Segments on disk now.

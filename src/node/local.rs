@@ -84,8 +84,8 @@ pub fn node_config(cluster: &LocalCluster, id: u64) -> NodeConfig {
 /// Cores per node for `nodes` nodes sharing this machine: `requested`, or with 0 the CPUs
 /// this process may use divided among the nodes (at least 1). Measured on a 2-CPU machine with
 /// 3 nodes and 64 clients: 1 core a node needed about half the server CPU per operation of 2
-/// (52-54 us against 101-102 us), since every extra core adds a log thread and cross-core hops
-/// that only contend for the same two CPUs.
+/// (52-54 us against 101-102 us, measured with log threads), since every extra core added a
+/// writer thread and cross-core hops that only contend for the same two CPUs.
 pub fn cores_per_node(requested: usize, nodes: u64) -> usize {
     if requested > 0 {
         return requested;

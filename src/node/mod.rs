@@ -11,8 +11,10 @@
 //!   commit), messages, replies and shard groups' inquiries out. The unit tests drive it
 //!   without any I/O.
 //! - [`disk`]: one core's write-ahead log and snapshot store: recovery into each group's boot
-//!   state, and the blocking write of a batch.
-//! - [`server`]: the runtime glue: a `CoreNode` per core on `shardcore_io`, its log thread,
+//!   state.
+//! - [`log_writer`]: the core's log writes, driven from its executor (submissions into the
+//!   WAL's io_uring, completions through an eventfd), and the snapshot thread.
+//! - [`server`]: the runtime glue: a `CoreNode` per core on `shardcore_io`, its log writer,
 //!   client and peer sockets, the mesh between cores (requests, replies, Raft messages, shard
 //!   groups' inquiries and answers), graceful shutdown.
 //! - [`local`]: `shardcore cluster local`, a cluster of server processes on 127.0.0.1.
@@ -22,5 +24,6 @@ pub mod config;
 pub mod core;
 pub mod disk;
 pub mod local;
+pub mod log_writer;
 pub mod placement;
 pub mod server;

@@ -1,11 +1,12 @@
 //! The node's runtime glue: one [`CoreNode`] per core on the `shardcore_io` runtime, its log
-//! thread, its sockets and the mesh between cores.
+//! writer, its sockets and the mesh between cores.
 //!
 //! Per core:
-//! - a **log thread** owns the core's [`CoreDisk`]; it takes every batch queued since its last
-//!   write and makes them durable together (one fdatasync: group commit across groups and
-//!   across turns), then reports the last ticket back over a bridge channel. A storage error
-//!   stops the whole process before anything unsaved is acknowledged;
+//! - a **log writer** ([`LogWriter`]) drives the core's WAL from the executor: every batch
+//!   queued while the WAL's writes are in flight goes into its next write (one fdatasync: group
+//!   commit across groups and across turns); the WAL's io_uring signals an eventfd the core
+//!   awaits, and the core reaps it then. Snapshot files are written by the core's snapshot
+//!   thread. A storage error stops the whole process before anything unsaved is acknowledged;
 //! - a **ticker** drives Raft and request timeouts every `tick_ms`;
 //! - a **client listener** on the shared client port (every core binds it with SO_REUSEPORT;
 //!   the kernel spreads connections). A connection carries KV request frames and shard
@@ -27,18 +28,17 @@
 //! lost inquiry or answer (a full mesh queue) costs one poll: the leader asks again.
 //!
 //! Inputs only update the core's state and schedule one **pump** per executor turn: it takes
-//! the core's output, sends the messages at once, hands the batch to the log thread and writes
+//! the core's output, sends the messages at once, hands the batch to the log writer and writes
 //! the replies, one frame per connection.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use shardcore_io::bridge::{self, BridgeSender};
+use shardcore_io::bridge;
 use shardcore_io::framed::{FrameReader, FrameWriter};
 use shardcore_io::net::{TcpListener, TcpStream};
 use shardcore_io::peer::{PeerLink, PeerLinkConfig};
@@ -48,9 +48,10 @@ use tracing::{debug, error, info, warn};
 
 use super::config::NodeConfig;
 use super::core::{
-    CoreConfig, CoreNode, HostedRequest, HostedResponse, RefusedTransfer, TransferSide, WriteBatch,
+    CoreConfig, CoreNode, HostedRequest, HostedResponse, RefusedTransfer, TransferSide,
 };
 use super::disk::{CoreDisk, DiskError};
+use super::log_writer::{snapshot_thread, LogWriter};
 use super::placement::{
     core_of_group, group_for_key, hosted_groups_of_core, is_hosted, key_hash, CONTROLLER_GROUP,
 };
@@ -62,7 +63,6 @@ use crate::wire::{
     decode_hello, decode_raft_batch, decode_requests, ClientReply, ClientRequest, Encoder, Hello,
     HelloRole, ReplyError, RequestId,
 };
-use shardcore_storage::wal::{Ticket, MAX_IN_FLIGHT_BATCHES};
 
 /// What travels between the cores of a node.
 pub enum CoreMsg {
@@ -199,12 +199,6 @@ fn check_service_mode(data_dir: &std::path::Path, sharded: bool) -> Result<(), S
     }
 }
 
-/// What the log thread reports.
-enum DiskDone {
-    /// Every batch up to this ticket is durable; these groups pin the oldest segment.
-    Durable { ticket: u64, pinning: Vec<GroupId> },
-}
-
 struct ClientConn {
     writer: FrameWriter,
     replies: RefCell<Vec<ClientReply>>,
@@ -219,8 +213,8 @@ struct CoreState {
     cluster: u64,
     node: RefCell<CoreNode>,
     core: Core<CoreMsg>,
-    /// The log thread's queue; taken at shutdown, which ends the thread after its last write.
-    wal: RefCell<Option<mpsc::Sender<WriteBatch>>>,
+    /// The core's log writer; taken at shutdown, after the last write completed.
+    log: RefCell<Option<LogWriter>>,
     links: RefCell<HashMap<(NodeId, usize), PeerLink>>,
     peer_cores: RefCell<HashMap<NodeId, usize>>,
     conns: RefCell<HashMap<u64, Rc<ClientConn>>>,
@@ -272,16 +266,23 @@ async fn core_main(core: Core<CoreMsg>, config: NodeConfig) -> Result<(), Server
     };
     let node =
         CoreNode::new(core_config, boots).map_err(|e| ServerError(format!("core {me}: {e}")))?;
-    let (wal_tx, wal_rx) = mpsc::channel::<WriteBatch>();
     // The WAL refuses one write larger than a segment, and that stops the node: merge batches
     // only up to half a segment (a single batch over it still goes, alone).
     let merge_bytes = usize::try_from(config.wal.segment_bytes / 2).unwrap_or(usize::MAX);
-    let (done_tx, done_rx) = bridge::channel::<DiskDone>(1024);
+    let (wal, snapshots) = disk.into_parts();
+    // One snapshot job at a time: the head batch waits for it.
+    let (jobs_tx, jobs_rx) = bridge::channel(1);
+    let (snap_done_tx, snap_done_rx) = bridge::channel::<()>(1);
     let node_id = config.node_id;
-    let log_thread = std::thread::Builder::new()
-        .name(format!("shardcore-n{node_id}-log{me}"))
-        .spawn(move || log_thread(disk, wal_rx, done_tx, me, merge_bytes))
-        .map_err(|e| ServerError(format!("core {me}: starting the log thread: {e}")))?;
+    let snapshot_writer = std::thread::Builder::new()
+        .name(format!("shardcore-n{node_id}-snap{me}"))
+        .spawn(move || snapshot_thread(snapshots, jobs_rx, snap_done_tx, me))
+        .map_err(|e| ServerError(format!("core {me}: starting the snapshot thread: {e}")))?;
+    let log = LogWriter::new(wal, merge_bytes, jobs_tx);
+    let wal_events = shardcore_io::EventCounter::new()
+        .map_err(|e| ServerError(format!("core {me}: creating the WAL's eventfd: {e}")))?;
+    log.register_eventfd(wal_events.raw_fd())
+        .map_err(|e| ServerError(format!("core {me}: {e}")))?;
     let state = Rc::new(CoreState {
         me,
         cores,
@@ -289,7 +290,7 @@ async fn core_main(core: Core<CoreMsg>, config: NodeConfig) -> Result<(), Server
         config,
         node: RefCell::new(node),
         core,
-        wal: RefCell::new(Some(wal_tx)),
+        log: RefCell::new(Some(log)),
         links: RefCell::new(HashMap::new()),
         peer_cores: RefCell::new(HashMap::new()),
         conns: RefCell::new(HashMap::new()),
@@ -330,16 +331,27 @@ async fn core_main(core: Core<CoreMsg>, config: NodeConfig) -> Result<(), Server
     let disk_task = {
         let state = state.clone();
         shardcore_io::spawn(async move {
-            while let Some(DiskDone::Durable { ticket, pinning }) = done_rx.recv().await {
-                let mut node = state.node.borrow_mut();
-                node.persisted(ticket);
-                for group in pinning {
-                    node.request_snapshot(group);
+            loop {
+                if let Err(e) = wal_events.wait().await {
+                    storage_failed(
+                        state.me,
+                        &DiskError::Inconsistent(format!("waiting for the WAL's completions: {e}")),
+                    );
                 }
-                drop(node);
-                state.schedule_pump();
+                state.drive_log();
             }
-            // The log thread ended: it failed (and said why) or the node is stopping.
+        })
+    };
+    let snapshot_task = {
+        let state = state.clone();
+        shardcore_io::spawn(async move {
+            while snap_done_rx.recv().await.is_some() {
+                if let Some(log) = state.log.borrow_mut().as_mut() {
+                    log.snapshots_written();
+                }
+                state.drive_log();
+            }
+            // The snapshot thread ended: the node is stopping.
         })
     };
     let tick_task = {
@@ -417,11 +429,15 @@ async fn core_main(core: Core<CoreMsg>, config: NodeConfig) -> Result<(), Server
     drop(tick_task);
     drop(mesh_task);
     drop(disk_task);
+    drop(snapshot_task);
     let uptime = state.start.elapsed();
-    // Closing the batch queue ends the log thread after its last write.
-    drop(state.wal.borrow_mut().take());
-    if log_thread.join().is_err() {
-        return Err(ServerError(format!("core {me}: the log thread panicked")));
+    // Dropping the log writer waits for a write still in flight (none after the drain, unless
+    // it timed out) and closes the snapshot thread's queue, which ends that thread.
+    drop(state.log.borrow_mut().take());
+    if snapshot_writer.join().is_err() {
+        return Err(ServerError(format!(
+            "core {me}: the snapshot thread panicked"
+        )));
     }
     info!(core = me, ?uptime, "stopped");
     Ok(())
@@ -448,86 +464,12 @@ fn with_port_offset(addr: SocketAddr, offset: usize) -> SocketAddr {
     addr
 }
 
-/// The log thread: every batch queued since the last submission goes into one log write
-/// (group commit across groups and turns), up to `merge_bytes` of records (the rest waits for
-/// the next write). While one write and its fdatasync are in flight, the next is encoded and
-/// submitted, so encoding overlaps the disk; completions are reported in order with the last
-/// core ticket they cover.
-fn log_thread(
-    mut disk: CoreDisk,
-    batches: mpsc::Receiver<WriteBatch>,
-    done: BridgeSender<DiskDone>,
-    core: usize,
-    merge_bytes: usize,
-) {
-    let fail = |e: DiskError| -> ! {
-        // fsyncgate: after a failed write or fdatasync nothing may be acknowledged; the node
-        // stops, and recovery decides what is durable.
-        error!(core, "storage failed, stopping the node: {e}");
-        eprintln!("shardcore: core {core}: storage failed, stopping the node: {e}");
-        std::process::exit(3);
-    };
-    // Submissions in flight: the log's ticket (None: nothing to write) and the last core ticket.
-    let mut in_flight: std::collections::VecDeque<(Option<Ticket>, u64)> = Default::default();
-    let mut open = true;
-    // A batch taken off the queue that did not fit in the previous write's byte budget.
-    let mut held: Option<WriteBatch> = None;
-    while open || !in_flight.is_empty() || held.is_some() {
-        let mut group = Vec::new();
-        let mut group_bytes = 0;
-        if let Some(batch) = held.take() {
-            group_bytes += batch.approx_log_bytes();
-            group.push(batch);
-        }
-        if open && in_flight.is_empty() && group.is_empty() {
-            match batches.recv() {
-                Ok(batch) => {
-                    group_bytes += batch.approx_log_bytes();
-                    group.push(batch);
-                }
-                Err(_) => open = false,
-            }
-        }
-        while open && group.len() < 256 && group_bytes < merge_bytes {
-            match batches.try_recv() {
-                Ok(batch) => {
-                    let bytes = batch.approx_log_bytes();
-                    if !group.is_empty() && group_bytes + bytes > merge_bytes {
-                        held = Some(batch);
-                        break;
-                    }
-                    group_bytes += bytes;
-                    group.push(batch);
-                }
-                Err(mpsc::TryRecvError::Empty) => break,
-                Err(mpsc::TryRecvError::Disconnected) => open = false,
-            }
-        }
-        if group.is_empty() || in_flight.len() >= MAX_IN_FLIGHT_BATCHES {
-            // Nothing new to encode (or no room): wait for the oldest write.
-            let Some((ticket, last)) = in_flight.pop_front() else {
-                continue;
-            };
-            let pinning = match ticket {
-                Some(ticket) => disk.wait(ticket).unwrap_or_else(|e| fail(e)),
-                None => Vec::new(),
-            };
-            if done
-                .send_blocking(DiskDone::Durable {
-                    ticket: last,
-                    pinning,
-                })
-                .is_err()
-            {
-                return;
-            }
-        }
-        if !group.is_empty() {
-            let last = group.last().map_or(0, |b| b.ticket);
-            let ticket = disk.submit_all(&group).unwrap_or_else(|e| fail(e));
-            in_flight.push_back((ticket, last));
-        }
-    }
+/// Stops the node after a storage failure. fsyncgate: after a failed write or fdatasync
+/// nothing may be acknowledged; the node stops, and recovery decides what is durable.
+pub(super) fn storage_failed(core: usize, e: &DiskError) -> ! {
+    error!(core, "storage failed, stopping the node: {e}");
+    eprintln!("shardcore: core {core}: storage failed, stopping the node: {e}");
+    std::process::exit(3);
 }
 
 impl CoreState {
@@ -544,6 +486,25 @@ impl CoreState {
         .detach();
     }
 
+    /// Submits what the log writer has queued and hands what became durable to the core.
+    fn drive_log(self: &Rc<Self>) {
+        let durable = match self.log.borrow_mut().as_mut().map(LogWriter::drive) {
+            None => return,
+            Some(Ok(durable)) => durable,
+            Some(Err(e)) => storage_failed(self.me, &e),
+        };
+        let Some(ticket) = durable.ticket else {
+            return;
+        };
+        let mut node = self.node.borrow_mut();
+        node.persisted(ticket);
+        for group in durable.pinning {
+            node.request_snapshot(group);
+        }
+        drop(node);
+        self.schedule_pump();
+    }
+
     /// Carries out the core's output until it has none.
     fn pump(self: &Rc<Self>) {
         for _ in 0..64 {
@@ -553,16 +514,12 @@ impl CoreState {
             }
             self.send_messages(out.messages);
             if let Some(batch) = out.batch {
-                let sent = match &*self.wal.borrow() {
-                    Some(wal) => wal.send(batch).is_ok(),
-                    // Stopping: the batch is never written, so nothing it holds is reported
-                    // durable or acknowledged.
-                    None => true,
-                };
-                if !sent {
-                    error!(core = self.me, "the log thread is gone; stopping");
-                    std::process::exit(3);
+                // Stopping (no writer): the batch is never written, so nothing it holds is
+                // reported durable or acknowledged.
+                if let Some(log) = self.log.borrow_mut().as_mut() {
+                    log.push(batch);
                 }
+                self.drive_log();
             }
             for (token, response) in out.replies {
                 self.route_reply(token, response);

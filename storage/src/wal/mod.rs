@@ -884,6 +884,16 @@ impl Wal {
         })
     }
 
+    /// Makes the WAL's io_uring signal the eventfd `fd` for every completion it posts: a
+    /// caller that waits for the eventfd and then calls [`Wal::poll`] drives the log from an
+    /// event loop, never blocking on the disk (only [`Wal::wait`] blocks). The caller keeps
+    /// `fd` open while the WAL lives.
+    pub fn register_eventfd(&self, fd: std::os::fd::RawFd) -> Result<(), WalError> {
+        self.ring
+            .register_eventfd(fd)
+            .map_err(|e| wal_io_error("register an eventfd with the io_uring", &self.dir, e))
+    }
+
     /// Batches submitted and not yet claimed.
     pub fn in_flight(&self) -> usize {
         self.pending.len()
