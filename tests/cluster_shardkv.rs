@@ -12,6 +12,10 @@
 //! for a key of every shard. Waits are bounded by conditions (the client's deadlines, a settle
 //! deadline); processes and directories are removed when the cluster is dropped.
 //!
+//! Two more tests are about size: a shard many log entries large moves in parts, is served
+//! intact by its new owner and leaves the old owner's disk; and the one part the node still
+//! refuses (a single value larger than an entry may hold) is refused by name.
+//!
 //! `SEED=<n>` fixes the workload's operation mix; `KEEP_CLUSTER_DIRS=1` keeps data and logs.
 
 mod cluster_support;
@@ -263,26 +267,232 @@ fn shards_move_under_load_and_kill_nine_linearizably() {
     );
 }
 
-/// A shard too large to travel in one log entry (with the test nodes' 1 MiB WAL segments, half
-/// a segment) is refused by name, not dropped and not allowed to stop a node: its move stays
-/// unfinished, the node logs which shard and why, and every other shard is served on.
+/// Runs `body` with a fresh client of `cluster` on a one-core runtime of its own.
+fn with_client<T, F, Fut>(client_config: ClientConfig, body: F) -> T
+where
+    T: Send + 'static,
+    F: Fn(Client) -> Fut + Send + Clone + 'static,
+    Fut: std::future::Future<Output = T> + 'static,
+{
+    let runtime = shardcore_io::RuntimeConfig {
+        cores: 1,
+        pinning: shardcore_io::runtime::Pinning::Unpinned,
+        name: "test-client".to_string(),
+        ..shardcore_io::RuntimeConfig::default()
+    };
+    let mut outputs = shardcore_io::run(runtime, move |_core: shardcore_io::Core<()>| {
+        let (client_config, body) = (client_config.clone(), body.clone());
+        async move { body(Client::new(client_config).expect("client config")).await }
+    })
+    .expect("client runtime");
+    outputs.pop().expect("one core's output")
+}
+
+/// `count` keys of shard `shard`, named with `prefix`.
+fn keys_of(shard: u32, prefix: &str, count: usize) -> Vec<Bytes> {
+    (0..)
+        .map(|i| format!("{prefix}-{i}"))
+        .filter(|k| key_to_shard(k.as_bytes(), SHARDS) == shard)
+        .take(count)
+        .map(Bytes::from)
+        .collect()
+}
+
+/// The value the big-shard test writes at key `i`: every byte depends on `i`, so a value
+/// installed at the wrong key, cut short or repeated would not match.
+fn big_value(i: usize, bytes: usize) -> Bytes {
+    (0..bytes)
+        .map(|j| (i.wrapping_mul(31).wrapping_add(j) % 251) as u8)
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+/// Bytes of group `group`'s snapshot files on node `id` (its latest snapshot; 0 if none).
+fn snapshot_bytes(cluster: &TestCluster, id: u64, group: GroupId) -> u64 {
+    let dir = cluster.configs[id as usize - 1]
+        .data_dir
+        .join("core-0")
+        .join("snap");
+    let prefix = format!("snap-{group}-");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with(&prefix) && name.ends_with(".snap")
+        })
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// Waits (bounded) until `group` serves `key` when asked directly (no routing).
+fn wait_served(cluster: &TestCluster, group: GroupId, key: Bytes, limit: Duration) -> Duration {
+    let started = Instant::now();
+    let mut client_config = cluster.client_config();
+    client_config.op_timeout = Duration::from_secs(2);
+    loop {
+        let asked = key.clone();
+        let answer = with_client(client_config.clone(), move |client| {
+            let key = asked.clone();
+            async move { client.get_from_group(group, key).await }
+        });
+        if answer.is_ok() {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "g{group} does not serve {key:?} after {limit:?}: {answer:?}\n{}",
+            cluster.log_tail(1)
+        );
+        sleep(Duration::from_millis(50));
+    }
+}
+
+/// A shard much larger than one log entry moves between groups, in parts. With the test nodes'
+/// 1 MiB WAL segments an entry holds at most 512 KiB; the shard holds 12.5 MiB (128 values of
+/// 100 KiB), more than the old single-entry bound (8 MiB) and about 25 parts of the node's
+/// part size. The new owner serves it with every value intact; the old owner deletes its
+/// frozen copy: it moves on to the next configuration (which it applies only once it holds no
+/// shard it gave away) and its snapshots shrink from the shard's size to what it still serves.
+/// No node stops, and nothing is refused.
 #[test]
-fn an_oversized_shard_is_refused_with_a_clear_error() {
+fn a_shard_larger_than_a_log_entry_moves_in_parts() {
+    let mut cluster = TestCluster::start_with("shardkv-big", 3, 1, |config| {
+        config.sharded = true;
+        config.shards = SHARDS;
+        // Snapshots every MiB of log, so both owners snapshot while the shard is loaded and
+        // moved, and the old owner's snapshot after the move shows what it still holds.
+        config.kv.max_raft_state_bytes = 1 << 20;
+    });
+    let (code, _, err) = cluster.ctl_cli(&["join", "1", "2"]);
+    assert_eq!(code, 0, "join: {err}");
+    let big_shard = 3;
+    const VALUES: usize = 128;
+    const VALUE_BYTES: usize = 100 << 10;
+    let keys = keys_of(big_shard, "big", VALUES);
+    let loaded = {
+        let keys = keys.clone();
+        with_client(cluster.client_config(), move |client| {
+            let keys = keys.clone();
+            async move {
+                for (i, key) in keys.into_iter().enumerate() {
+                    client.put(key, big_value(i, VALUE_BYTES)).await?;
+                }
+                Ok::<(), ClientError>(())
+            }
+        })
+    };
+    loaded.expect("the big shard loads");
+    let config = latest(&cluster);
+    let owner = config.shards[big_shard as usize];
+    let to = if owner == 1 { 2 } else { 1 };
+    let frozen_bytes = (1..=3)
+        .map(|id| snapshot_bytes(&cluster, id, owner))
+        .max()
+        .unwrap_or(0);
+    eprintln!("g{owner}'s largest snapshot before the move: {frozen_bytes} bytes");
+    assert!(
+        frozen_bytes > 8 << 20,
+        "the old owner's snapshots hold the shard ({frozen_bytes} bytes)"
+    );
+    let (code, _, err) = cluster.ctl_cli(&["move", &big_shard.to_string(), &to.to_string()]);
+    assert_eq!(code, 0, "move: {err}");
+    let took = wait_served(&cluster, to, keys[0].clone(), Duration::from_secs(120));
+    eprintln!(
+        "g{to} serves the {} byte shard {took:?} after the move",
+        VALUES * VALUE_BYTES
+    );
+    let checked = {
+        let keys = keys.clone();
+        with_client(cluster.client_config(), move |client| {
+            let keys = keys.clone();
+            async move {
+                let mut wrong = Vec::new();
+                for (i, key) in keys.into_iter().enumerate() {
+                    match client.get_from_group(to, key.clone()).await {
+                        Ok(Some(value)) if value == big_value(i, VALUE_BYTES) => {}
+                        other => {
+                            wrong.push(format!("{key:?}: {:?}", other.map(|v| v.map(|v| v.len()))))
+                        }
+                    }
+                }
+                wrong
+            }
+        })
+    };
+    assert!(
+        checked.is_empty(),
+        "values wrong after the move: {checked:?}"
+    );
+    // The old owner applies the next configuration only with no frozen shard left: a shard
+    // moved to it is served only after it deleted the big one.
+    let other = (0..SHARDS as u32)
+        .find(|&s| s != big_shard && config.shards[s as usize] == to)
+        .unwrap_or_else(|| panic!("g{to} owns some shard besides the moved one: {config:?}"));
+    let (code, _, err) = cluster.ctl_cli(&["move", &other.to_string(), &owner.to_string()]);
+    assert_eq!(code, 0, "move back: {err}");
+    let small_key = keys_of(other, "small", 1).remove(0);
+    wait_served(&cluster, owner, small_key.clone(), Duration::from_secs(60));
+    // A MiB of overwrites of one key of that shard makes the old owner snapshot again: its
+    // snapshots shrink to what it holds now.
+    let written = with_client(cluster.client_config(), move |client| {
+        let key = small_key.clone();
+        async move {
+            for i in 0..4 {
+                client.put(key.clone(), big_value(i, 300 << 10)).await?;
+            }
+            Ok::<(), ClientError>(())
+        }
+    });
+    written.expect("overwrites");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let sizes: Vec<u64> = (1..=3)
+            .map(|id| snapshot_bytes(&cluster, id, owner))
+            .collect();
+        if sizes.iter().all(|&b| b > 0 && b < 2 << 20) {
+            eprintln!("g{owner}'s snapshots after the move: {sizes:?} bytes");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "g{owner}'s snapshots still hold {sizes:?} bytes\n{}",
+            cluster.log_tail(1)
+        );
+        sleep(Duration::from_millis(100));
+    }
+    for id in 1..=3 {
+        let log = std::fs::read_to_string(cluster.log_file(id)).unwrap_or_default();
+        assert!(
+            !log.contains("cannot hand over") && !log.contains("cannot install"),
+            "node {id} refused a part:\n{}",
+            cluster.log_tail(id)
+        );
+    }
+    assert_nodes_running(&mut cluster);
+}
+
+/// The one transfer the node still refuses: a part that cannot be cut smaller than a log entry
+/// may hold, i.e. a single key whose value (grown by appends of 100 KiB) is larger than the
+/// test nodes' 512 KiB entries. It is refused by name, not dropped and not allowed to stop a
+/// node: the move stays unfinished, the node logs which shard and why, and every other shard is
+/// served on.
+#[test]
+fn a_pair_larger_than_a_log_entry_is_refused_with_a_clear_error() {
     let mut cluster = TestCluster::start_sharded("shardkv-oversize", 3, SHARDS);
     let (code, _, err) = cluster.ctl_cli(&["join", "1", "2"]);
     assert_eq!(code, 0, "join: {err}");
-    // Six 100 KiB values in one shard (an argument may take at most 128 KiB): 600 KiB, over
+    // Six appends of 100 KiB to one key (an argument may take at most 128 KiB): 600 KiB, over
     // the 512 KiB an entry may hold.
     let big_shard = 3;
-    let keys: Vec<String> = (0..10_000)
-        .map(|i| format!("big-{i}"))
-        .filter(|k| key_to_shard(k.as_bytes(), SHARDS) == big_shard)
-        .take(6)
-        .collect();
-    let value = "x".repeat(100 << 10);
-    for key in &keys {
-        let (code, _, err) = cluster.kv_cli(&["put", key, &value]);
-        assert_eq!(code, 0, "put {key}: {err}");
+    let key = String::from_utf8(keys_of(big_shard, "big", 1).remove(0).to_vec()).expect("utf-8");
+    let chunk = "x".repeat(100 << 10);
+    for _ in 0..6 {
+        let (code, _, err) = cluster.kv_cli(&["append", &key, &chunk]);
+        assert_eq!(code, 0, "append {key}: {err}");
     }
     let config = latest(&cluster);
     let owner = config.shards[big_shard as usize];
@@ -314,13 +524,21 @@ fn an_oversized_shard_is_refused_with_a_clear_error() {
     assert_eq!((code, out.as_str()), (0, "OK\n"), "put {other}: {err}");
     let (code, out, err) = cluster.kv_cli(&["get", &other]);
     assert_eq!((code, out.as_str()), (0, "fine\n"), "get {other}: {err}");
+    assert_nodes_running(&mut cluster);
+}
+
+/// No node of `cluster` has stopped.
+fn assert_nodes_running(cluster: &mut TestCluster) {
+    let logs: Vec<String> = (1..=cluster.children.len() as u64)
+        .map(|id| cluster.log_tail(id))
+        .collect();
     for (i, child) in cluster.children.iter_mut().enumerate() {
         let child = child.as_mut().expect("started");
         assert!(
             matches!(child.try_wait(), Ok(None)),
             "node {} stopped:\n{}",
             i + 1,
-            cluster.log_tail(i as u64 + 1)
+            logs[i]
         );
     }
 }

@@ -81,8 +81,8 @@ fn wal_config() -> WalConfig {
 
 /// Shards in the sharded tests' configurations.
 const SHARDS: usize = 10;
-/// The sharded tests' install budget per turn (see `core_config`).
-const INSTALL_BUDGET_BYTES: usize = 1000;
+/// The sharded tests' install budget per turn (see `core_config`): two parts' entries.
+const INSTALL_BUDGET_BYTES: usize = 500;
 
 fn core_config(node: NodeId, seed: u64, sharded: bool) -> CoreConfig {
     let mut raft = Config::new(node, 0, vec![], seed);
@@ -104,9 +104,12 @@ fn core_config(node: NodeId, seed: u64, sharded: bool) -> CoreConfig {
                     ..KvServerConfig::default()
                 },
                 poll_ticks: 3,
+                // A part holds one of the test's pairs (about 120 bytes; two do not fit), so a
+                // moving shard takes several parts.
+                part_bytes: 200,
             },
-            // Small enough that a shard's install (a few hundred bytes here) often finds the
-            // turn's budget taken by another's and waits for the next poll.
+            // Small enough that a shard's part (about 200 bytes with its entry's header) often
+            // finds the turn's budget taken by other shards' and waits for the next poll.
             max_install_bytes: INSTALL_BUDGET_BYTES,
         }),
         // A quarter of a segment, as the server sets it.

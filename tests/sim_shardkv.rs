@@ -651,6 +651,149 @@ fn challenge2_partial() {
     });
 }
 
+/// A transfer in progress: a shard the leader of `group` pulls from `from` and has installed
+/// some parts of, but not all.
+struct MidTransfer {
+    group: GroupId,
+    leader: u64,
+    shard: ShardId,
+    from: GroupId,
+    config: u64,
+}
+
+fn mid_transfer(lab: &ShardLab) -> Option<MidTransfer> {
+    for &group in &GROUPS {
+        let Some(leader) = lab.c.leader(group) else {
+            continue;
+        };
+        let Some(store) = lab.c.shard_store(leader, group) else {
+            continue;
+        };
+        for shard in 0..SHARDS as ShardId {
+            if let ShardState::Pulling { from } = store.shard_state(shard) {
+                if store.shard(shard).progress().is_some() {
+                    return Some(MidTransfer {
+                        group,
+                        leader,
+                        shard,
+                        from,
+                        config: store.config().num,
+                    });
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Runs the workload until some shard is part-way through its transfer (at most `limit_ms`).
+fn run_until_mid_transfer(
+    lab: &mut ShardLab,
+    w: &mut AppendWorkload,
+    limit_ms: u64,
+) -> Option<MidTransfer> {
+    for _ in 0..limit_ms {
+        if let Some(found) = mid_transfer(lab) {
+            return Some(found);
+        }
+        w.run(lab, 1, false);
+    }
+    None
+}
+
+/// ChallengeLargeShardParts (not in the lab): shards many times larger than a part (60 keys
+/// of 300 bytes over 10 shards: about six pairs a shard, each pair a part of its own, so a
+/// move takes about seven parts), moved by joins and leaves while clients append, with a fault
+/// aimed at the middle of a transfer after every change: as soon as a group's leader has
+/// installed some of a shard's parts but not all, the seed picks one of: crash that leader (a
+/// new leader goes on from the applied progress), crash the whole gaining group (every replica
+/// restarts from its snapshot and log; snapshots at 1000 bytes of Raft state fall mid-transfer,
+/// so restored progress is exercised), or crash the old owner's leader (another replica answers
+/// the next parts). Then: every appended value applied exactly once, every other value intact,
+/// the old owners hold nothing of what moved, and the history is linearizable.
+#[test]
+fn challenge_large_shard_parts() {
+    run_seeds("challenge_large_shard_parts", SEEDS, |seed| {
+        let mut lab = lab(seed, false, Some(1_000));
+        lab.join(&[G0]);
+        let ka = keys(60);
+        let va = put_all(&mut lab, &ka, 300);
+        let mut w = AppendWorkload::new(&mut lab, &ka[..10], &va[..10], 5).pause(20);
+        let (mut faults, mut restored_mid_transfer) = (0, 0);
+        let changes: [(bool, GroupId); 6] = [
+            (true, G1),
+            (true, G2),
+            (false, G0),
+            (true, G0),
+            (false, G1),
+            (false, G2),
+        ];
+        for (join, group) in changes {
+            if join {
+                lab.join(&[group]);
+            } else {
+                lab.leave(&[group]);
+            }
+            let Some(mid) = run_until_mid_transfer(&mut lab, &mut w, 3_000) else {
+                continue;
+            };
+            faults += 1;
+            let victims = match lab.rng.range(0, 3) {
+                0 => vec![mid.leader],
+                1 => lab.c.config().members(mid.group),
+                _ => lab.c.leader(mid.from).into_iter().collect(),
+            };
+            for &node in &victims {
+                lab.c.crash(node);
+            }
+            let down_ms = lab.rng.range(50, 500);
+            w.run(&mut lab, down_ms, false);
+            for &node in &victims {
+                lab.c.restart(node);
+                // Restored from a snapshot taken part-way through a pull?
+                let store = lab.c.shard_store(node, mid.group);
+                if store.is_some_and(|s| s.shard(mid.shard).progress().is_some()) {
+                    restored_mid_transfer += 1;
+                }
+            }
+            // The interrupted transfer completes: the group's leader serves the shard.
+            let done = lab.c.run_until(
+                |c| {
+                    let leader = c.leader(mid.group);
+                    leader
+                        .and_then(|n| c.shard_store(n, mid.group))
+                        .is_some_and(|s| {
+                            s.config().num > mid.config
+                                || s.shard_state(mid.shard) == ShardState::Serving
+                        })
+                },
+                shardcore::sim::shardkv_lab::OP_TIMEOUT_MS,
+            );
+            if !done {
+                lab.fail(&format!(
+                    "group {}'s pull of shard {} never finished after the fault",
+                    mid.group, mid.shard
+                ));
+            }
+            w.run(&mut lab, 300, false);
+        }
+        println!(
+            "{faults} faults in the middle of a transfer; {restored_mid_transfer} replicas \
+             restarted from a snapshot taken part-way through a pull"
+        );
+        if faults == 0 {
+            lab.fail("no fault landed in the middle of a transfer: the test checks nothing");
+        }
+        w.run(&mut lab, 1_000, false);
+        w.finish(&mut lab);
+        w.check(&mut lab);
+        check_all(&mut lab, &ka[10..], &va[10..]);
+        // Let the old owners learn that their shards were installed, and delete them.
+        lab.c.run_for(2_000);
+        finish(&lab);
+    });
+}
+
 /// One seed, one run: the same scenario from the same seed makes the same history, event for
 /// event (what makes a failing seed replay), and a different seed a different one.
 #[test]

@@ -298,13 +298,24 @@ fn wait_ready_sharded(args: &Args, target: &Target) -> Result<Option<Bytes>, Str
     Ok(result)
 }
 
-fn base_load(args: &Args, target: &Target, plan: Plan, keys: KeyOrder) -> Load {
-    Load {
+fn base_load(args: &Args, target: &Target, plan: Plan, keys: KeyOrder) -> Result<Load, String> {
+    let key_numbers = match args.shard_filter() {
+        None => None,
+        Some(filter) => Some(Arc::new(crate::keys::filtered_key_numbers(
+            &args.key_prefix,
+            args.key_bytes as usize,
+            args.keys,
+            args.shards,
+            filter,
+        )?)),
+    };
+    Ok(Load {
         target: target.clone(),
         plan,
         mix: args.mix(),
         keys,
         key_prefix: args.key_prefix.clone(),
+        key_numbers,
         key_bytes: args.key_bytes as usize,
         value_bytes: args.value_bytes as usize,
         consistency: if args.serializable {
@@ -318,7 +329,7 @@ fn base_load(args: &Args, target: &Target, plan: Plan, keys: KeyOrder) -> Load {
         first_client_id: 1,
         history_parts: None,
         interval: INTERVAL,
-    }
+    })
 }
 
 /// `path` with `suffix` appended to its last component.
@@ -344,7 +355,7 @@ fn run_prefill(
 ) -> Result<Vec<(std::path::PathBuf, u64)>, String> {
     let concurrency = PREFILL_CONCURRENCY.min(args.keys);
     let plan = Plan::new(generator_cores(args), concurrency, 0, None, None);
-    let mut load = base_load(args, target, plan, KeyOrder::EachOnce { keys: args.keys });
+    let mut load = base_load(args, target, plan, KeyOrder::EachOnce { keys: args.keys })?;
     load.mode = crate::cli::LoopMode::Closed;
     // Client ids after the main load's, which starts at 1.
     load.first_client_id = 1 + args.concurrency;
@@ -409,7 +420,7 @@ fn run_main(
         KeyDist::Uniform => KeyChooser::Uniform { keys: args.keys },
         KeyDist::Zipfian => KeyChooser::Zipfian(Zipf::new(args.keys, args.zipf_theta)),
     };
-    let mut load = base_load(args, target, plan, KeyOrder::Random(chooser));
+    let mut load = base_load(args, target, plan, KeyOrder::Random(chooser))?;
     load.history_parts = history.map(|p| with_suffix(p, ".main"));
     // A moment for the runtime's threads to start, so the schedule does not begin in the past.
     let load_start = Instant::now() + Duration::from_millis(100);

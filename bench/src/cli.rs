@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
-use crate::keys::MAX_ZIPF_KEYS;
+use crate::keys::{ShardFilter, MAX_ZIPF_KEYS};
 use crate::schedule::Arrival;
 
 /// The most concurrent requests one bench process keeps outstanding. Why 10,000: each is a task
@@ -123,9 +123,20 @@ pub struct Args {
     #[arg(long)]
     pub sharded: bool,
 
-    /// `--cluster local --sharded`: shards of the controller's configurations.
+    /// `--cluster local --sharded`: shards of the controller's configurations. With
+    /// `--only-shard` or `--skip-shard` against `--servers`: the cluster's shard count.
     #[arg(long, default_value_t = shardcore::shardctl::DEFAULT_SHARDS)]
     pub shards: usize,
+
+    /// With `--sharded`: use only keys of this shard (key i is the i-th key name of the
+    /// shard), e.g. to fill one shard with `--prefill yes` before moving it.
+    #[arg(long, conflicts_with = "skip_shard")]
+    pub only_shard: Option<u32>,
+
+    /// With `--sharded`: use no key of this shard, e.g. to measure the other shards while it
+    /// moves.
+    #[arg(long)]
+    pub skip_shard: Option<u32>,
 
     /// What the clients send: one write kind (mixed with gets by `--read-fraction`), gets only,
     /// or the MIT 6.5840 lab's mix.
@@ -387,6 +398,9 @@ pub enum ArgsError {
     WhichCluster,
     /// More connections than outstanding requests could use.
     TooManyConnections,
+    /// `--only-shard` or `--skip-shard` without `--sharded`, or naming no shard of
+    /// `--shards`.
+    BadShardFilter(String),
 }
 
 impl Args {
@@ -400,8 +414,21 @@ impl Args {
         if self.servers.is_empty() == self.cluster.is_none() {
             return Err(ArgsError::WhichCluster);
         }
+        if let Some(filter) = self.shard_filter() {
+            let (ShardFilter::Only(shard) | ShardFilter::Skip(shard)) = filter;
+            if !self.sharded {
+                return Err(ArgsError::BadShardFilter("needs --sharded".to_string()));
+            }
+            if shard as usize >= self.shards {
+                return Err(ArgsError::BadShardFilter(format!(
+                    "shard {shard} is not one of --shards {}",
+                    self.shards
+                )));
+            }
+        }
         let needed_bytes = self.key_prefix.len() as u64 + decimal_digits(self.keys - 1);
-        if needed_bytes > self.key_bytes {
+        // A shard filter skips key numbers, so its names may be longer (see `keys`).
+        if needed_bytes > self.key_bytes && self.shard_filter().is_none() {
             return Err(ArgsError::KeysDoNotFit {
                 needed_bytes,
                 key_bytes: self.key_bytes,
@@ -436,6 +463,15 @@ impl Args {
             return Err(ArgsError::TooManyConnections);
         }
         Ok(())
+    }
+
+    /// The run's shard filter, if any.
+    pub fn shard_filter(&self) -> Option<ShardFilter> {
+        match (self.only_shard, self.skip_shard) {
+            (Some(shard), _) => Some(ShardFilter::Only(shard)),
+            (None, Some(shard)) => Some(ShardFilter::Skip(shard)),
+            (None, None) => None,
+        }
     }
 
     /// The operation mix of this run.
@@ -494,6 +530,11 @@ impl Args {
         };
         if self.sharded {
             target.push_str(" sharded");
+        }
+        match self.shard_filter() {
+            Some(ShardFilter::Only(shard)) => target.push_str(&format!(" only_shard={shard}")),
+            Some(ShardFilter::Skip(shard)) => target.push_str(&format!(" skip_shard={shard}")),
+            None => {}
         }
         format!(
             "workload={} read_fraction={:.3} reads={} mode={}{rate} duration={}s{ops} warmup={}s \
@@ -569,6 +610,7 @@ impl fmt::Display for ArgsError {
             ArgsError::TooManyConnections => {
                 write!(f, "--connections cannot exceed --concurrency")
             }
+            ArgsError::BadShardFilter(why) => write!(f, "--only-shard/--skip-shard: {why}"),
         }
     }
 }
@@ -698,6 +740,19 @@ mod tests {
             Err(ArgsError::WhichCluster)
         );
         assert_eq!(check(&["--cluster=local"]), Ok(()));
+        assert!(matches!(
+            check(&["--servers=a:1", "--only-shard=3"]),
+            Err(ArgsError::BadShardFilter(_))
+        ));
+        assert!(matches!(
+            check(&["--servers=a:1", "--sharded", "--shards=4", "--skip-shard=4"]),
+            Err(ArgsError::BadShardFilter(_))
+        ));
+        assert_eq!(
+            check(&["--servers=a:1", "--sharded", "--shards=4", "--skip-shard=3"]),
+            Ok(())
+        );
+        assert!(parse(&["--servers=a:1", "--only-shard=1", "--skip-shard=2"]).is_err());
         // 1000 keys are k0..k999: four bytes at most.
         assert_eq!(
             check(&["--servers=a:1", "--keys=1000", "--key-bytes=4"]),

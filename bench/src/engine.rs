@@ -154,6 +154,9 @@ pub struct Load {
     pub keys: KeyOrder,
     /// Key naming.
     pub key_prefix: String,
+    /// With a shard filter: the number in the name of key `i` (`keys::filtered_key_numbers`);
+    /// otherwise key `i` is named by `i`.
+    pub key_numbers: Option<Arc<Vec<u64>>>,
     /// Bytes per key.
     pub key_bytes: usize,
     /// Bytes per value.
@@ -457,7 +460,11 @@ async fn execute(
     sent: Instant,
 ) -> (Outcome, Option<HistoryOp>) {
     let load = &state.load;
-    let key = Bytes::from(key_name(&load.key_prefix, key_index, load.key_bytes));
+    let number = match &load.key_numbers {
+        Some(numbers) => numbers[key_index as usize],
+        None => key_index,
+    };
+    let key = Bytes::from(key_name(&load.key_prefix, number, load.key_bytes));
     let value = value_for(client_id, seq, load.value_bytes);
     let ns = |at: Instant| at.duration_since(state.phases.epoch).as_nanos() as u64;
     let mut line = HistoryOp {

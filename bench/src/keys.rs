@@ -17,6 +17,69 @@ pub fn key_name(prefix: &str, index: u64, key_bytes: usize) -> String {
     format!("{prefix}{index:0width$}")
 }
 
+/// A sharded run's keys limited by shard: only one shard's, or every shard's but one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShardFilter {
+    /// Only keys of this shard (to load one shard).
+    Only(u32),
+    /// No key of this shard (to measure the others while it moves).
+    Skip(u32),
+}
+
+impl ShardFilter {
+    fn keeps(self, shard: u32) -> bool {
+        match self {
+            ShardFilter::Only(s) => shard == s,
+            ShardFilter::Skip(s) => shard != s,
+        }
+    }
+}
+
+/// The largest key space a shard filter takes. Why 10 million: its table holds a u64 per key
+/// (80 MB at most), built in about a second.
+pub const MAX_FILTERED_KEYS: u64 = 10_000_000;
+
+/// The key numbers of a filtered run: key `i` is named by the `i`-th number (ascending) whose
+/// key name ([`key_name`]) `filter` keeps over `shards` shards (`shardkv::key_to_shard`, the
+/// servers' own function). Numbers past `keys` may need more digits than `key_bytes`: those
+/// names are longer.
+pub fn filtered_key_numbers(
+    prefix: &str,
+    key_bytes: usize,
+    keys: u64,
+    shards: usize,
+    filter: ShardFilter,
+) -> Result<Vec<u64>, String> {
+    if keys > MAX_FILTERED_KEYS {
+        return Err(format!(
+            "a shard filter takes at most {MAX_FILTERED_KEYS} keys, not {keys}"
+        ));
+    }
+    let mut numbers = Vec::with_capacity(keys as usize);
+    // A shard gets one key in `shards` on average; sixteen times that many names without
+    // enough of them means the filter keeps nothing.
+    let limit = keys
+        .saturating_mul(shards as u64)
+        .saturating_mul(16)
+        .max(1 << 20);
+    for number in 0..limit {
+        if numbers.len() as u64 == keys {
+            return Ok(numbers);
+        }
+        let name = key_name(prefix, number, key_bytes);
+        if filter.keeps(shardcore::shardkv::key_to_shard(name.as_bytes(), shards)) {
+            numbers.push(number);
+        }
+    }
+    if numbers.len() as u64 == keys {
+        return Ok(numbers);
+    }
+    Err(format!(
+        "only {} of {keys} keys pass {filter:?} in the first {limit} names",
+        numbers.len()
+    ))
+}
+
 /// How keys are drawn.
 #[derive(Clone, Debug)]
 pub enum KeyChooser {
@@ -117,6 +180,21 @@ mod tests {
         assert_eq!(key_name("k", 42, 16), "k000000000000042");
         assert_eq!(key_name("k", 99_999, 16).len(), 16);
         assert_eq!(key_name("run7-", 3, 8), "run7-003");
+    }
+
+    /// A filtered key space names only keys of the kept shards, every number once, ascending.
+    #[test]
+    fn shard_filters_keep_their_shards() {
+        let shards = 16;
+        let shard_of =
+            |n: u64| shardcore::shardkv::key_to_shard(key_name("k", n, 8).as_bytes(), 16);
+        let only = filtered_key_numbers("k", 8, 100, shards, ShardFilter::Only(3)).unwrap();
+        assert_eq!(only.len(), 100);
+        assert!(only.iter().all(|&n| shard_of(n) == 3));
+        assert!(only.windows(2).all(|w| w[0] < w[1]));
+        let skip = filtered_key_numbers("k", 8, 100, shards, ShardFilter::Skip(3)).unwrap();
+        assert!(skip.iter().all(|&n| shard_of(n) != 3));
+        assert!(filtered_key_numbers("k", 8, 10, shards, ShardFilter::Only(16)).is_err());
     }
 
     /// Uniform draws stay in range and hit every key of a small space.

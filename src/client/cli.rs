@@ -26,6 +26,15 @@ pub enum KvCommand {
         #[arg(long)]
         serializable: bool,
     },
+    /// Ask shard group GROUP directly for a key, without routing (sharded clusters only):
+    /// prints the value; exits 2 ("wrong shard") unless GROUP serves the key's shard now. For
+    /// scripts that watch a shard move to its new owner.
+    GroupGet {
+        /// The shard group.
+        group: u64,
+        /// The key.
+        key: String,
+    },
     /// Set a key.
     Put {
         /// The key.
@@ -181,6 +190,17 @@ async fn execute(endpoints: Endpoints, timeout: Duration, command: KvCommand) ->
                 Err(e) => fail(e),
             }
         }
+        KvCommand::GroupGet { group, key } if sharded => {
+            match client.get_from_group(group, b(&key)).await {
+                Ok(Some(value)) => (String::from_utf8_lossy(&value).into_owned(), 0),
+                Ok(None) => (format!("(not found: {key})"), 1),
+                Err(e) => fail(e),
+            }
+        }
+        KvCommand::GroupGet { .. } => (
+            "error: group-get asks a shard group: add --sharded".to_string(),
+            2,
+        ),
         KvCommand::Put { key, value } => match client.put(b(&key), b(&value)).await {
             Ok(()) => ("OK".to_string(), 0),
             Err(e) => fail(e),

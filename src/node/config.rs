@@ -27,6 +27,7 @@
 //! [kv]
 //! max_raft_state_bytes = 67108864
 //! request_timeout_ms = 3000
+//! shard_part_bytes = 1048576       # a moving shard travels in parts of about this size
 //!
 //! [wal]
 //! segment_bytes = 67108864
@@ -87,6 +88,10 @@ pub struct KvSection {
     pub request_timeout_ms: u64,
     /// Requests waiting per group at most.
     pub max_pending_requests: usize,
+    /// Sharded nodes: a shard moving between groups travels in parts of at most this many
+    /// bytes of keys and values (less when one log entry may hold less: see
+    /// [`NodeConfig::sharded_hosting`]); a single key and value larger than this moves alone.
+    pub shard_part_bytes: usize,
 }
 
 impl Default for KvSection {
@@ -96,6 +101,7 @@ impl Default for KvSection {
             max_raft_state_bytes: kv.max_raft_state_bytes.unwrap_or(64 << 20),
             request_timeout_ms: kv.request_timeout_ticks * 10,
             max_pending_requests: kv.max_pending_requests,
+            shard_part_bytes: crate::shardkv::server::DEFAULT_PART_BYTES,
         }
     }
 }
@@ -210,6 +216,9 @@ impl NodeConfig {
                 self.shards
             ));
         }
+        if self.kv.shard_part_bytes == 0 {
+            return Err("kv.shard_part_bytes must be at least 1".to_string());
+        }
         if self.raft.tick_ms == 0 || self.raft.heartbeat_ticks == 0 {
             return Err("raft.tick_ms and raft.heartbeat_ticks must be at least 1".to_string());
         }
@@ -280,20 +289,22 @@ impl NodeConfig {
     }
 
     /// How shard groups run on a sharded node (`None` otherwise). The leader polls every
-    /// 100 ms whatever the tick (the lab's period); installs are bounded by what one log entry
-    /// may carry ([`NodeConfig::raft_config`]) and by the sharded KV's own transfer bound.
+    /// 100 ms whatever the tick (the lab's period). A part's entry is bounded by what one log
+    /// entry may carry ([`NodeConfig::raft_config`]) and by the sharded KV's own part bound;
+    /// parts are cut to `kv.shard_part_bytes` or, when smaller, to that bound less the most a
+    /// part's entry adds to its payload (its header and cursor key), so every part fits.
     pub fn sharded_hosting(&self) -> Option<super::core::ShardedHosting> {
+        use crate::shardkv::command::{MAX_PART_OVERHEAD_BYTES, MAX_SHARD_PART_BYTES};
         if !self.sharded {
             return None;
         }
+        let max_install_bytes = self.raft_config().max_entry_bytes.min(MAX_SHARD_PART_BYTES);
+        let fitting_part_bytes = max_install_bytes.saturating_sub(MAX_PART_OVERHEAD_BYTES);
         let server = crate::shardkv::ShardKvServerConfig {
             server: self.kv_server(),
             poll_ticks: (100 / self.raft.tick_ms).max(1),
+            part_bytes: self.kv.shard_part_bytes.min(fitting_part_bytes).max(1),
         };
-        let max_install_bytes = self
-            .raft_config()
-            .max_entry_bytes
-            .min(crate::shardkv::command::MAX_SHARD_TRANSFER_BYTES);
         Some(super::core::ShardedHosting {
             server,
             max_install_bytes,
@@ -362,9 +373,11 @@ mod tests {
     }
 
     /// A sharded node's shard groups poll every 100 ms and install at most what one entry of
-    /// its log may hold: half a segment when segments are small.
+    /// its log may hold: half a segment when segments are small. Parts are cut to the setting,
+    /// or smaller when an entry could not hold a part of that size with its header and cursor.
     #[test]
     fn sharded_hosting_follows_the_log_bounds() {
+        use crate::shardkv::command::{MAX_PART_OVERHEAD_BYTES, MAX_SHARD_PART_BYTES};
         assert_eq!(NodeConfig::default().sharded_hosting(), None);
         let config = NodeConfig::from_toml("sharded = true\n[wal]\nsegment_bytes = 1048576\n")
             .expect("parses");
@@ -373,11 +386,17 @@ mod tests {
         assert_eq!(hosting.server.poll_ticks, 10);
         assert_eq!(hosting.max_install_bytes, 512 << 10);
         assert_eq!(config.raft_config().max_entry_bytes, 512 << 10);
-        let big = NodeConfig::from_toml("sharded = true").expect("parses");
-        let limit = crate::shardkv::command::MAX_SHARD_TRANSFER_BYTES;
         assert_eq!(
-            big.sharded_hosting().expect("sharded").max_install_bytes,
-            limit
+            hosting.server.part_bytes,
+            (512 << 10) - MAX_PART_OVERHEAD_BYTES
         );
+        let big = NodeConfig::from_toml("sharded = true").expect("parses");
+        let hosting = big.sharded_hosting().expect("sharded");
+        assert_eq!(hosting.max_install_bytes, MAX_SHARD_PART_BYTES);
+        assert_eq!(hosting.server.part_bytes, 1 << 20, "the setting");
+        let small = NodeConfig::from_toml("sharded = true\n[kv]\nshard_part_bytes = 4096\n")
+            .expect("parses");
+        let part_bytes = small.sharded_hosting().expect("sharded").server.part_bytes;
+        assert_eq!(part_bytes, 4096);
     }
 }

@@ -14,7 +14,9 @@
 //! from its local replica's applied state with [`CoreNode::answer_inquiry`], and hands the
 //! answer back to the asking group's core with [`CoreNode::on_inquiry_answer`]. No Raft round
 //! is needed to answer; a replica that has not applied far enough says "not yet", and the
-//! asker asks again at its next poll, so a lost inquiry or answer costs one poll.
+//! asker asks again at its next poll, so a lost inquiry or answer costs one poll. A leader also
+//! asks as soon as an applied entry lets it take the next migration step (the next part of a
+//! shard it pulls): those inquiries come out of [`CoreNode::take_output`] too.
 //!
 //! Inputs: [`CoreNode::tick`], [`CoreNode::step`] (a peer's Raft message),
 //! [`CoreNode::on_hosted_request`] (a client request for one of this core's groups, of its
@@ -46,7 +48,7 @@ use crate::raft::{
     Role, Snapshot, SnapshotMeta, Term,
 };
 use crate::shardctl::{CtlError, CtlRequest, CtlResponse, CtlServer, CtlSettings, ShardId};
-use crate::shardkv::command::MAX_SHARD_TRANSFER_BYTES;
+use crate::shardkv::command::{part_entry_bytes, MAX_SHARD_PART_BYTES};
 use crate::shardkv::{
     answer_config_inquiry, Answer, Inquiry, Outbound, PullAnswer, ShardKvError, ShardKvServer,
     ShardKvServerConfig, ShardKvSettings, ShardResponse, Target,
@@ -59,10 +61,6 @@ const MAX_READIES_PER_TURN: usize = 8;
 /// A generous allowance for a log record's or an entry's header bytes, in the batch size
 /// estimates ([`WriteBatch::approx_log_bytes`]).
 const RECORD_OVERHEAD_BYTES: usize = 64;
-
-/// What an `Install` entry adds to the frozen shard's bytes: the entry's version and tag, the
-/// configuration, the shard and the payload's length prefix (`shardkv::command`), rounded up.
-const INSTALL_OVERHEAD_BYTES: usize = 32;
 
 /// What one group needs to start: its durable state as recovery found it.
 #[derive(Clone, Debug, Default)]
@@ -132,8 +130,8 @@ pub struct Output {
     pub replies: Vec<(ReplyTo, HostedResponse)>,
     /// Shard groups' inquiries to carry to the core hosting their target (module docs).
     pub inquiries: Vec<Outbound>,
-    /// Shard transfers this core refused because they are too large to go through the log
-    /// (each reported once); the migration of that shard cannot finish.
+    /// Shard parts this core refused because they are too large to go through the log (each
+    /// reported once); the migration of that shard cannot finish.
     pub refused_transfers: Vec<RefusedTransfer>,
 }
 
@@ -148,10 +146,12 @@ impl Output {
     }
 }
 
-/// A shard whose frozen copy is too large to travel as one `Install` entry: the Raft core
-/// refuses an entry over `max_entry_bytes`, and the WAL refuses a batch larger than a segment,
-/// which would stop the node. The node refuses it first and says so; the shard stays with its
-/// old owner, frozen, until transfers are split (`src/shardkv` moves a shard in one entry).
+/// A shard part too large to travel as one `InstallPart` entry: the Raft core refuses an entry
+/// over `max_entry_bytes`, and the WAL refuses a batch larger than a segment, which would stop
+/// the node. Shards move in parts cut to fit ([`ShardedHosting::server`]'s `part_bytes`), so
+/// only a part that cannot be cut smaller makes one: a single key and value, or a shard's
+/// session table, larger than an entry may hold. The node refuses it first and says so; that
+/// shard stays with its old owner, frozen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RefusedTransfer {
     /// The group that would install it (`Side::Install`) or was asked for it (`Side::Answer`).
@@ -162,7 +162,7 @@ pub struct RefusedTransfer {
     pub shard: ShardId,
     /// The configuration it moves in.
     pub config: u64,
-    /// Its size (the encoded transfer, or the data alone on the answering side).
+    /// The size of the part's entry.
     pub bytes: usize,
     /// The node's limit ([`ShardedHosting::max_install_bytes`]).
     pub limit: usize,
@@ -171,10 +171,10 @@ pub struct RefusedTransfer {
 /// Where an oversized transfer was noticed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum TransferSide {
-    /// The old owner's replica, asked for the shard: its data alone is over the limit, so it
-    /// does not encode it (every poll would copy it for nothing).
+    /// The old owner's replica, asked for a part: the part it made is over the limit, so it
+    /// does not hand it over (the asker could not log it).
     Answer,
-    /// The new owner's leader, handed the frozen shard: the install entry would be too large.
+    /// The new owner's leader, handed a part: its entry would be too large.
     Install,
 }
 
@@ -208,11 +208,12 @@ pub struct CoreConfig {
 /// How a sharded node runs its shard groups.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ShardedHosting {
-    /// Each replica's bounds and poll period.
+    /// Each replica's bounds, poll period and part size (its `part_bytes` leaves room under
+    /// `max_install_bytes` for a part's entry header and cursor key).
     pub server: ShardKvServerConfig,
-    /// The largest shard transfer (encoded) a group may install: at most the Raft core's
-    /// `max_entry_bytes`, [`MAX_SHARD_TRANSFER_BYTES`], and half a WAL segment (the WAL
-    /// refuses a batch larger than a segment, and that refusal stops the node).
+    /// The largest shard part entry a group may install: at most the Raft core's
+    /// `max_entry_bytes`, [`MAX_SHARD_PART_BYTES`], and half a WAL segment (the WAL refuses a
+    /// batch larger than a segment, and that refusal stops the node).
     pub max_install_bytes: usize,
 }
 
@@ -665,8 +666,8 @@ impl CoreNode {
             .sum()
     }
 
-    /// Shard installs put off to the leader's next poll because other installs had taken this
-    /// turn's budget (one write batch holds at most `max_install_bytes` of them).
+    /// Shard parts put off to the leader's next poll because other parts had taken this turn's
+    /// budget (one write batch holds at most `max_install_bytes` of them).
     pub fn installs_deferred(&self) -> u64 {
         self.installs_deferred
     }
@@ -700,54 +701,41 @@ impl CoreNode {
 
     /// This core's replica of `group` answers `inquiry` from its applied state: the controller
     /// with the configuration asked for, a shard group about a shard. `None` when the group is
-    /// not here, runs a service the inquiry is not for, or (the old owner) holds a shard too
-    /// large to hand over (reported once in [`Output::refused_transfers`]).
+    /// not here, runs a service the inquiry is not for, or (the old owner) made a part too
+    /// large to be logged (reported once in [`Output::refused_transfers`]).
     pub fn answer_inquiry(&mut self, group: GroupId, inquiry: &Inquiry) -> Option<Answer> {
         let replica = self.replicas.get(&group)?;
-        match &replica.service {
+        let answer = match &replica.service {
             Service::Ctl(server) => answer_config_inquiry(server.store(), inquiry),
-            Service::ShardKv(server) => {
-                if let Inquiry::PullShard { shard, config } = *inquiry {
-                    let limit = self.max_install_bytes();
-                    let store = server.store();
-                    let bytes = if (shard as usize) < store.config().shards.len() {
-                        store.shard(shard).data_bytes()
-                    } else {
-                        0
-                    };
-                    if bytes > limit {
-                        let side = TransferSide::Answer;
-                        self.refuse_transfer(group, side, shard, config, bytes, limit);
-                        return None;
-                    }
-                }
-                server.answer_inquiry(inquiry)
-            }
+            Service::ShardKv(server) => server.answer_inquiry(inquiry),
             Service::Kv(_) => None,
+        }?;
+        if let Some((shard, config, bytes)) = part_size(&answer) {
+            let limit = self.max_install_bytes();
+            if bytes > limit {
+                // Only a part that cannot be cut smaller gets here (see `RefusedTransfer`): the
+                // asker could not log it.
+                self.refuse_transfer(group, TransferSide::Answer, shard, config, bytes, limit);
+                return None;
+            }
         }
+        Some(answer)
     }
 
     /// An answer to an inquiry `group` made: its leader may propose the next migration step
-    /// (an install larger than the node can log is refused and reported instead).
+    /// (a part larger than the node can log is refused and reported instead).
     pub fn on_inquiry_answer(&mut self, group: GroupId, answer: Answer) {
-        if let Answer::Shard {
-            shard,
-            config,
-            answer: PullAnswer::Frozen(payload),
-        } = &answer
-        {
-            // The install entry adds a few bytes of framing to the payload.
-            let bytes = payload.len() + INSTALL_OVERHEAD_BYTES;
+        if let Some((shard, config, bytes)) = part_size(&answer) {
             let limit = self.max_install_bytes();
             if bytes > limit && self.owns(group) {
-                let (shard, config) = (*shard, *config);
                 self.refuse_transfer(group, TransferSide::Install, shard, config, bytes, limit);
                 return;
             }
             if self.install_bytes_this_turn + bytes > limit {
-                // Several shards arriving at once would make one write batch of all their
-                // installs, larger than a WAL segment may take: this one waits for the leader's
-                // next poll (answers are not remembered: dropping one costs one poll).
+                // Parts of several shards arriving at once would make one write batch of all
+                // their entries, larger than a WAL segment may take: this one waits for the
+                // leader's next poll (its inquiry is asked again then: dropping one costs one
+                // poll).
                 self.installs_deferred += 1;
                 return;
             }
@@ -766,7 +754,7 @@ impl CoreNode {
     fn max_install_bytes(&self) -> usize {
         self.config
             .sharded
-            .map_or(MAX_SHARD_TRANSFER_BYTES, |s| s.max_install_bytes)
+            .map_or(MAX_SHARD_PART_BYTES, |s| s.max_install_bytes)
     }
 
     fn refuse_transfer(
@@ -1013,6 +1001,10 @@ impl CoreNode {
             replica.service.on_read_states(&read_states);
         }
         replica.service.take_responses(&mut self.out.replies);
+        if let Service::ShardKv(server) = &mut replica.service {
+            // An applied migration step may have asked for the next one at once.
+            self.out.inquiries.extend(server.take_outbound());
+        }
     }
 
     /// Takes a snapshot when the log outgrew its bound or the storage asked: the store's
@@ -1084,6 +1076,18 @@ pub fn to_wal_entry(entry: &Entry) -> WalEntry {
     }
 }
 
+/// The shard, configuration and entry size of a shard part answer (`None` for any other).
+fn part_size(answer: &Answer) -> Option<(ShardId, u64, usize)> {
+    match answer {
+        Answer::Shard {
+            shard,
+            config,
+            answer: PullAnswer::Part { after, payload, .. },
+        } => Some((*shard, *config, part_entry_bytes(after.as_ref(), payload))),
+        _ => None,
+    }
+}
+
 /// A stored entry back as a Raft entry; `None` for a kind byte no version wrote.
 pub fn from_wal_entry(entry: WalEntry) -> Option<Entry> {
     let kind = match entry.kind {
@@ -1128,18 +1132,22 @@ mod tests {
         CoreNode::new(config, boots).expect("boots")
     }
 
-    fn frozen(shard: ShardId, config: u64, bytes: usize) -> Answer {
+    fn part(shard: ShardId, config: u64, bytes: usize) -> Answer {
         Answer::Shard {
             shard,
             config,
-            answer: PullAnswer::Frozen(Bytes::from(vec![0u8; bytes])),
+            answer: PullAnswer::Part {
+                after: None,
+                last: crate::shardkv::command::Last::No,
+                payload: Bytes::from(vec![0u8; bytes]),
+            },
         }
     }
 
-    /// The services follow the node's mode; a transfer larger than one entry may hold is
-    /// refused and reported once (not handed to the replica, whose proposal Raft would refuse
-    /// silently at every poll); installs that together pass the budget of one turn wait for a
-    /// later poll, and the budget renews with every turn.
+    /// The services follow the node's mode; a part larger than one entry may hold (a single
+    /// pair that cannot be cut smaller) is refused and reported once (not handed to the
+    /// replica, whose proposal Raft would refuse at every poll); parts that together pass the
+    /// budget of one turn wait for a later poll, and the budget renews with every turn.
     #[test]
     fn oversized_and_crowded_installs_are_held_back() {
         let mut core = sharded_core(1000);
@@ -1149,8 +1157,8 @@ mod tests {
         );
         let kind = core.service(CONTROLLER_GROUP).map(Service::kind);
         assert_eq!(kind, Some(ServiceKind::Ctl));
-        core.on_inquiry_answer(1, frozen(2, 5, 2000));
-        core.on_inquiry_answer(1, frozen(2, 5, 2000));
+        core.on_inquiry_answer(1, part(2, 5, 2000));
+        core.on_inquiry_answer(1, part(2, 5, 2000));
         let out = core.take_output();
         assert_eq!(
             out.refused_transfers,
@@ -1159,15 +1167,15 @@ mod tests {
                 side: TransferSide::Install,
                 shard: 2,
                 config: 5,
-                bytes: 2000 + INSTALL_OVERHEAD_BYTES,
+                bytes: 2000 + crate::shardkv::command::PART_HEADER_BYTES,
                 limit: 1000,
             }]
         );
-        core.on_inquiry_answer(1, frozen(0, 5, 600));
-        core.on_inquiry_answer(1, frozen(1, 5, 600));
+        core.on_inquiry_answer(1, part(0, 5, 600));
+        core.on_inquiry_answer(1, part(1, 5, 600));
         assert_eq!(core.installs_deferred(), 1);
         let _ = core.take_output();
-        core.on_inquiry_answer(1, frozen(1, 5, 600));
+        core.on_inquiry_answer(1, part(1, 5, 600));
         assert_eq!(core.installs_deferred(), 1, "a new turn, a new budget");
         assert!(core.take_output().refused_transfers.is_empty());
     }
@@ -1188,6 +1196,8 @@ mod tests {
         let pull = Inquiry::PullShard {
             shard: 1,
             config: 1,
+            after: None,
+            max_part_bytes: 1 << 20,
         };
         assert_eq!(
             core.answer_inquiry(1, &pull),

@@ -617,10 +617,10 @@ impl CoreState {
             config,
             bytes,
             limit,
-            "{what} of configuration {config}: it takes {bytes} bytes, over the {limit} bytes \
-             one log entry may hold (raft max_entry_bytes, half a WAL segment, or the sharded \
-             KV's transfer bound); the shard stays frozen with its old owner until transfers \
-             are split"
+            "{what} of configuration {config}: a part that cannot be cut smaller (one key and \
+             its value, or the shard's session table) takes {bytes} bytes, over the {limit} \
+             bytes one log entry may hold (raft max_entry_bytes, half a WAL segment, or the \
+             sharded KV's transfer bound); the shard stays frozen with its old owner"
         );
     }
 

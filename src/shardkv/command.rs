@@ -2,23 +2,42 @@
 //!
 //! Four kinds of entry go through a group's log: a client's write (the KV service's own
 //! [`Command`], so the request shape and the operation encoding are the KV service's), the next
-//! configuration, the install of a pulled shard, and the delete of a shard the new owner has
-//! installed. Each migration entry names the configuration it belongs to; applying it in any
-//! other configuration does nothing, so duplicates and a stale leader's proposals are harmless.
-//! Decoding checks every length before reading: a damaged entry is an error, never a panic.
+//! configuration, one part of a pulled shard, and the delete of a shard the new owner has
+//! installed. Each migration entry names the configuration it belongs to (a part also names the
+//! key it continues after); applying it in any other configuration, or out of turn, does
+//! nothing, so duplicates and a stale leader's proposals are harmless. Decoding checks every
+//! length before reading: a damaged entry is an error, never a panic.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use crate::kv::command::{get_bytes, get_u64, get_u8, put_bytes, Command, DecodeError};
+use crate::kv::command::{
+    get_bytes, get_u64, get_u8, put_bytes, put_option, Command, DecodeError, MAX_KEY_BYTES,
+};
 use crate::kv::{Reply, ServiceResponse};
 use crate::raft::NodeId;
 use crate::shardctl::command::{get_config, get_u32, put_config};
 use crate::shardctl::{Config, ShardId};
 
-/// Largest frozen shard an install entry may carry: every key of a shard with its value, and
-/// the shard's session table. Raft carries one entry whole, so this is the Raft core's default
-/// `max_entry_bytes` (8 MiB): a larger shard cannot move until transfers are chunked.
-pub const MAX_SHARD_TRANSFER_BYTES: usize = 8 << 20;
+/// Largest payload one shard part may carry (and the bound its decoding checks). Raft carries
+/// one entry whole, so this is the Raft core's default `max_entry_bytes` (8 MiB); a node's
+/// parts are smaller still (`ShardKvServerConfig::part_bytes`). A shard of any size moves, in
+/// as many parts as it takes.
+pub const MAX_SHARD_PART_BYTES: usize = 8 << 20;
+
+/// What an [`ShardCommand::InstallPart`] entry adds to its payload and its cursor key: the
+/// version and tag, the configuration, the shard, the cursor's presence byte and length, the
+/// last-part flag and the payload's length (24 bytes), rounded up.
+pub const PART_HEADER_BYTES: usize = 32;
+
+/// The most an [`ShardCommand::InstallPart`] entry adds to its payload: its header and the
+/// longest cursor key. A part budget this much under an entry limit always fits it.
+pub const MAX_PART_OVERHEAD_BYTES: usize = PART_HEADER_BYTES + MAX_KEY_BYTES;
+
+/// The bytes of the [`ShardCommand::InstallPart`] entry that carries `payload` after `after`,
+/// within [`PART_HEADER_BYTES`]: what a host checks against its entry limit before proposing.
+pub fn part_entry_bytes(after: Option<&Bytes>, payload: &Bytes) -> usize {
+    PART_HEADER_BYTES + after.map_or(0, Bytes::len) + payload.len()
+}
 
 /// Why a request did not succeed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,14 +108,32 @@ pub enum ShardCommand {
     /// Move to this configuration (applied only as the successor of the current one, and only
     /// once every shard is settled).
     Config(Config),
-    /// Install shard `shard`, pulled from its previous owner as of configuration `config`
-    /// (applied only in configuration `config` while the shard is `Pulling`).
+    /// The whole frozen shard in one entry, as versions before chunked transfers wrote it.
+    /// Never proposed now; still applied (in configuration `config`, to a `Pulling` shard) so
+    /// a log written by such a version replays to the same state.
     Install {
         /// The configuration the shard was gained in.
         config: u64,
         /// The shard.
         shard: ShardId,
         /// The frozen shard ([`super::shard::Shard::encode_transfer`]).
+        payload: Bytes,
+    },
+    /// One part of shard `shard`, pulled from its previous owner as of configuration `config`:
+    /// its keys after `after` (from the first key when `None`) up to a byte budget, and on the
+    /// last part the shard's sessions. Applied only in configuration `config` while the shard
+    /// is `Pulling` and its install has reached exactly `after`; the last part makes it
+    /// `Serving`.
+    InstallPart {
+        /// The configuration the shard was gained in.
+        config: u64,
+        /// The shard.
+        shard: ShardId,
+        /// The key this part continues after (`None`: the first part).
+        after: Option<Bytes>,
+        /// The shard's last part: its payload ends with the sessions.
+        last: Last,
+        /// The part ([`super::shard::Shard::encode_part`]).
         payload: Bytes,
     },
     /// Delete shard `shard`, which the new owner has installed (applied only in configuration
@@ -109,11 +146,21 @@ pub enum ShardCommand {
     },
 }
 
+/// Whether a shard part is the shard's last (the one that carries the sessions).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Last {
+    /// More parts follow.
+    No,
+    /// The last part: installing it makes the shard `Serving`.
+    Yes,
+}
+
 const FORMAT_V1: u8 = 1;
 const TAG_CLIENT: u8 = 1;
 const TAG_CONFIG: u8 = 2;
 const TAG_INSTALL: u8 = 3;
 const TAG_DELETE: u8 = 4;
+const TAG_INSTALL_PART: u8 = 5;
 
 impl ShardCommand {
     /// The entry bytes: version, tag, then the kind's fields (a client write is the KV
@@ -140,6 +187,21 @@ impl ShardCommand {
                 buf.put_u32_le(*shard);
                 put_bytes(&mut buf, payload);
             }
+            ShardCommand::InstallPart {
+                config,
+                shard,
+                after,
+                last,
+                payload,
+            } => {
+                buf.reserve(part_entry_bytes(after.as_ref(), payload));
+                buf.put_u8(TAG_INSTALL_PART);
+                buf.put_u64_le(*config);
+                buf.put_u32_le(*shard);
+                put_option(&mut buf, after.as_ref());
+                buf.put_u8(u8::from(*last == Last::Yes));
+                put_bytes(&mut buf, payload);
+            }
             ShardCommand::Delete { config, shard } => {
                 buf.put_u8(TAG_DELETE);
                 buf.put_u64_le(*config);
@@ -162,7 +224,18 @@ impl ShardCommand {
             TAG_INSTALL => ShardCommand::Install {
                 config: get_u64(&mut buf)?,
                 shard: get_u32(&mut buf)?,
-                payload: get_bytes(&mut buf, MAX_SHARD_TRANSFER_BYTES)?,
+                payload: get_bytes(&mut buf, MAX_SHARD_PART_BYTES)?,
+            },
+            TAG_INSTALL_PART => ShardCommand::InstallPart {
+                config: get_u64(&mut buf)?,
+                shard: get_u32(&mut buf)?,
+                after: get_key_option(&mut buf)?,
+                last: match get_u8(&mut buf)? {
+                    0 => Last::No,
+                    1 => Last::Yes,
+                    other => return Err(DecodeError::UnknownTag(other)),
+                },
+                payload: get_bytes(&mut buf, MAX_SHARD_PART_BYTES)?,
             },
             TAG_DELETE => ShardCommand::Delete {
                 config: get_u64(&mut buf)?,
@@ -174,6 +247,15 @@ impl ShardCommand {
             return Err(DecodeError::TrailingBytes);
         }
         Ok(command)
+    }
+}
+
+/// An optional key (a part's cursor): [`put_option`]'s form, bounded by [`MAX_KEY_BYTES`].
+pub(crate) fn get_key_option(buf: &mut Bytes) -> Result<Option<Bytes>, DecodeError> {
+    match get_u8(buf)? {
+        0 => Ok(None),
+        1 => Ok(Some(get_bytes(buf, MAX_KEY_BYTES)?)),
+        other => Err(DecodeError::UnknownTag(other)),
     }
 }
 
@@ -207,6 +289,27 @@ mod tests {
                 shard: 2,
                 payload: Bytes::from_static(b"frozen"),
             },
+            ShardCommand::InstallPart {
+                config: 4,
+                shard: 2,
+                after: None,
+                last: Last::No,
+                payload: Bytes::from_static(b"first"),
+            },
+            ShardCommand::InstallPart {
+                config: 4,
+                shard: 2,
+                after: Some(Bytes::new()),
+                last: Last::Yes,
+                payload: Bytes::new(),
+            },
+            ShardCommand::InstallPart {
+                config: 4,
+                shard: 2,
+                after: Some(Bytes::from_static(b"k17")),
+                last: Last::Yes,
+                payload: Bytes::from_static(b"rest"),
+            },
             ShardCommand::Delete {
                 config: 4,
                 shard: 1,
@@ -219,6 +322,18 @@ mod tests {
     fn commands_round_trip() {
         for command in all() {
             assert_eq!(ShardCommand::decode(&command.encode()), Ok(command));
+        }
+    }
+
+    /// A part's entry takes at most what [`part_entry_bytes`] says, the bound hosts check
+    /// against their entry limit.
+    #[test]
+    fn part_entries_stay_within_their_estimate() {
+        for command in all() {
+            if let ShardCommand::InstallPart { after, payload, .. } = &command {
+                let bound = part_entry_bytes(after.as_ref(), payload);
+                assert!(command.encode().len() <= bound, "{command:?}");
+            }
         }
     }
 

@@ -7,11 +7,13 @@
 //! No Raft round is needed to answer: every fact asked about is immutable once it is true, and
 //! an applied fact is a committed one. Configuration `n` never changes once made; a shard frozen
 //! at configuration `n` by its old owner never changes until the new owner has installed it
-//! (the old owner cannot move past `n` before); "installed in `n`" stays true. A replica that
-//! has not applied far enough answers "not yet", and the asker asks again at its next poll.
+//! (the old owner cannot move past `n` before), so the part after a given key is the same from
+//! every replica at every ask; "installed in `n`" stays true. A replica that has not applied
+//! far enough answers "not yet", and the asker asks again at its next poll.
 
 use bytes::Bytes;
 
+use super::command::Last;
 use crate::raft::GroupId;
 use crate::shardctl::{Config, CtlStore, ShardId};
 
@@ -25,20 +27,26 @@ pub enum Target {
 }
 
 /// A question one group's leader asks another group.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Inquiry {
     /// To the controller: configuration `num`. Answered by [`answer_config_inquiry`].
     Config {
         /// The configuration wanted (the asker's current one plus one).
         num: u64,
     },
-    /// To the owner of `shard` in configuration `config - 1`: the shard's data and sessions as
-    /// frozen when that group applied configuration `config`.
+    /// To the owner of `shard` in configuration `config - 1`: the part of the shard, as frozen
+    /// when that group applied configuration `config`, that follows key `after`.
     PullShard {
         /// The shard.
         shard: ShardId,
         /// The configuration in which the asker gained it.
         config: u64,
+        /// The last key the asker has installed (`None`: it wants the first part).
+        after: Option<Bytes>,
+        /// About how many bytes the part's payload may take (the asker's entry limit sets it;
+        /// the answerer bounds it by [`super::command::MAX_SHARD_PART_BYTES`]). A single key
+        /// and value larger than this still come, alone.
+        max_part_bytes: usize,
     },
     /// To the owner of `shard` in configuration `config`: has it installed the shard it gained
     /// in `config`? Asked by the old owner, whose leader then deletes its frozen copy.
@@ -66,8 +74,15 @@ pub struct Outbound {
 pub enum PullAnswer {
     /// This replica has not applied configuration `config` yet: ask again later.
     NotYet,
-    /// The frozen shard ([`super::shard::Shard::encode_transfer`]'s bytes).
-    Frozen(Bytes),
+    /// The part of the frozen shard after `after` ([`super::shard::Shard::encode_part`]).
+    Part {
+        /// The key the part continues after, as asked.
+        after: Option<Bytes>,
+        /// Whether it is the shard's last part (its payload ends with the sessions).
+        last: Last,
+        /// The part's bytes.
+        payload: Bytes,
+    },
     /// Deleted already, or never held for that configuration: only a stale asker gets this.
     Gone,
 }
@@ -160,6 +175,8 @@ mod tests {
         let pull = Inquiry::PullShard {
             shard: 0,
             config: 1,
+            after: None,
+            max_part_bytes: 1 << 20,
         };
         assert_eq!(answer_config_inquiry(&store, &pull), None);
     }

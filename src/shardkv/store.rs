@@ -7,19 +7,23 @@
 //!   otherwise it is answered `WrongGroup` with the group's configuration number and nothing
 //!   changes (the client retries elsewhere with the same sequence number);
 //! - configuration `n + 1` is applied only in configuration `n` with every shard settled;
-//! - an install or delete is applied only in the configuration it names, to a shard in the
-//!   state it expects. Everything else is counted as ignored and changes nothing.
+//! - a shard part is applied only in the configuration it names, to a `Pulling` shard whose
+//!   install has reached exactly the key the part continues after (so a duplicate, a part out
+//!   of order or a stale leader's part changes nothing); a delete only in the configuration it
+//!   names, to a `BePulled` shard. Everything else is counted as ignored and changes nothing;
+//!   a part that does not decode, or whose keys are out of order or of another shard, is
+//!   counted as undecodable and changes nothing either.
 //!
 //! Other groups' inquiries are answered by [`ShardStore::answer`], a pure function of the
 //! applied state.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::command::{ShardCommand, ShardKvError};
+use super::command::{get_key_option, Last, ShardCommand, ShardKvError, MAX_SHARD_PART_BYTES};
 use super::inquiry::{Answer, Inquiry, PullAnswer};
 use super::key_to_shard;
-use super::shard::{Outcome, Shard, ShardState};
-use crate::kv::command::{get_u64, get_u8, ClientId, Command, DecodeError, KvError};
+use super::shard::{decode_part, Outcome, Shard, ShardState};
+use crate::kv::command::{get_u64, get_u8, put_option, ClientId, Command, DecodeError, KvError};
 use crate::kv::{Op, Refusal, Reply, ServiceApplied, SessionLimits, StateMachine};
 use crate::raft::{GroupId, Index};
 use crate::shardctl::command::{get_config, get_count, put_config};
@@ -61,9 +65,15 @@ pub struct ShardStore {
     undecodable: u64,
     /// Migration commands applied out of turn (stale or duplicate) and so ignored.
     ignored: u64,
+    /// Migration commands that took effect (a configuration, a part, a delete): a host
+    /// compares it across applies to take the next step at once rather than at its next poll.
+    migration_steps: u64,
 }
 
+/// The snapshot format before chunked transfers: no step count, no install progress.
 const SNAPSHOT_V1: u8 = 1;
+/// The current snapshot format: V1 plus the step count and each pulling shard's progress.
+const SNAPSHOT_V2: u8 = 2;
 
 impl ShardStore {
     /// An empty group in configuration 0.
@@ -79,6 +89,7 @@ impl ShardStore {
             limits,
             undecodable: 0,
             ignored: 0,
+            migration_steps: 0,
         }
     }
 
@@ -143,6 +154,11 @@ impl ShardStore {
         self.ignored
     }
 
+    /// Migration commands that took effect so far (configurations, parts, deletes).
+    pub fn migration_steps(&self) -> u64 {
+        self.migration_steps
+    }
+
     /// Applies one committed entry's bytes at `index`; only client writes produce a result.
     pub fn apply(&mut self, _index: Index, data: &Bytes) -> Option<ShardApplied> {
         let command = match ShardCommand::decode(data) {
@@ -160,6 +176,13 @@ impl ShardStore {
                 shard,
                 payload,
             } => self.apply_install(config, shard, &payload),
+            ShardCommand::InstallPart {
+                config,
+                shard,
+                after,
+                last,
+                payload,
+            } => self.apply_part(config, shard, after.as_ref(), last, &payload),
             ShardCommand::Delete { config, shard } => self.apply_delete(config, shard),
         }
         None
@@ -216,7 +239,10 @@ impl ShardStore {
                 (true, true) => ShardState::Serving,
                 // New to every group: nothing to pull, it starts empty.
                 (false, true) if old == NO_GROUP => ShardState::Serving,
-                (false, true) => ShardState::Pulling { from: old },
+                (false, true) => {
+                    shard.start_pulling(old);
+                    continue;
+                }
                 // Nobody will pull it: the controller left the shard unassigned (every group
                 // left), and its data goes with it, as in the lab.
                 (true, false) if new == NO_GROUP => {
@@ -228,8 +254,10 @@ impl ShardStore {
             };
         }
         self.config = next;
+        self.migration_steps += 1;
     }
 
+    /// The whole-shard install of earlier versions' logs (see [`ShardCommand::Install`]).
     fn apply_install(&mut self, config: u64, shard: ShardId, payload: &Bytes) {
         let Some(held) = self.shards.get(shard as usize) else {
             self.ignored += 1;
@@ -240,10 +268,58 @@ impl ShardStore {
             return;
         }
         match Shard::decode_transfer(payload, ShardState::Serving, self.limits) {
-            Ok(installed) => self.shards[shard as usize] = installed,
+            Ok(installed) => {
+                self.shards[shard as usize] = installed;
+                self.migration_steps += 1;
+            }
             // The leader pulls again at its next poll; every replica skips this one alike.
             Err(_) => self.undecodable += 1,
         }
+    }
+
+    /// One part of a pulled shard, applied only in turn (module docs).
+    fn apply_part(
+        &mut self,
+        config: u64,
+        shard: ShardId,
+        after: Option<&Bytes>,
+        last: Last,
+        payload: &Bytes,
+    ) {
+        let shards = self.shards.len();
+        let Some(held) = self.shards.get_mut(shard as usize) else {
+            self.ignored += 1;
+            return;
+        };
+        let in_turn = config == self.config.num
+            && matches!(held.state, ShardState::Pulling { .. })
+            && held.progress() == after;
+        if !in_turn {
+            self.ignored += 1;
+            return;
+        }
+        // A part that cannot be installed is skipped alike by every replica; the leader asks
+        // for the same part again at its next poll.
+        let Ok(part) = decode_part(payload, last, self.limits) else {
+            self.undecodable += 1;
+            return;
+        };
+        if part
+            .pairs
+            .iter()
+            .any(|(key, _)| key_to_shard(key, shards) != shard)
+        {
+            self.undecodable += 1;
+            return;
+        }
+        if held.install_part(after, part).is_err() {
+            self.undecodable += 1;
+            return;
+        }
+        if last == Last::Yes {
+            held.state = ShardState::Serving;
+        }
+        self.migration_steps += 1;
     }
 
     fn apply_delete(&mut self, config: u64, shard: ShardId) {
@@ -257,21 +333,35 @@ impl ShardStore {
         }
         held.clear(self.limits);
         held.state = ShardState::Absent;
+        self.migration_steps += 1;
     }
 
     /// This replica's answer to another group's inquiry, from its applied state (`None`: not an
     /// inquiry for a shard group).
     pub fn answer(&self, inquiry: &Inquiry) -> Option<Answer> {
-        match *inquiry {
+        match inquiry {
             Inquiry::Config { .. } => None,
-            Inquiry::PullShard { shard, config } => {
+            &Inquiry::PullShard {
+                shard,
+                config,
+                ref after,
+                max_part_bytes,
+            } => {
                 let answer = match self.shards.get(shard as usize) {
                     _ if self.config.num < config => PullAnswer::NotYet,
                     Some(held)
                         if self.config.num == config
                             && matches!(held.state, ShardState::BePulled { .. }) =>
                     {
-                        PullAnswer::Frozen(held.encode_transfer())
+                        // The frozen shard never changes: the part after `after` is the same
+                        // on every replica and at every ask.
+                        let budget = max_part_bytes.min(MAX_SHARD_PART_BYTES);
+                        let (last, payload) = held.encode_part(after.as_ref(), budget);
+                        PullAnswer::Part {
+                            after: after.clone(),
+                            last,
+                            payload,
+                        }
                     }
                     _ => PullAnswer::Gone,
                 };
@@ -281,7 +371,7 @@ impl ShardStore {
                     answer,
                 })
             }
-            Inquiry::Installed { shard, config } => {
+            &Inquiry::Installed { shard, config } => {
                 let here = self.shards.get(shard as usize).map(|s| s.state);
                 let installed = self.config.num > config
                     || (self.config.num == config && here == Some(ShardState::Serving));
@@ -294,14 +384,15 @@ impl ShardStore {
         }
     }
 
-    /// The whole state: version, group, counters, the configuration, then every shard's state,
-    /// data and sessions.
+    /// The whole state: version, group, counters, the configuration, then every shard's state
+    /// (a pulling shard's with its install progress), data and sessions.
     pub fn snapshot(&self) -> Bytes {
         let mut buf = BytesMut::with_capacity(64 + self.data_bytes() + 16 * self.shards.len());
-        buf.put_u8(SNAPSHOT_V1);
+        buf.put_u8(SNAPSHOT_V2);
         buf.put_u64_le(self.group);
         buf.put_u64_le(self.undecodable);
         buf.put_u64_le(self.ignored);
+        buf.put_u64_le(self.migration_steps);
         put_config(&mut buf, &self.config);
         buf.put_u32_le(self.shards.len() as u32);
         for shard in &self.shards {
@@ -311,6 +402,7 @@ impl ShardStore {
                 ShardState::Pulling { from } => {
                     buf.put_u8(2);
                     buf.put_u64_le(from);
+                    put_option(&mut buf, shard.progress());
                 }
                 ShardState::BePulled { to } => {
                     buf.put_u8(3);
@@ -322,16 +414,19 @@ impl ShardStore {
         buf.freeze()
     }
 
-    /// Rebuilds a store from [`ShardStore::snapshot`]'s bytes.
+    /// Rebuilds a store from [`ShardStore::snapshot`]'s bytes (or a V1 snapshot's, written
+    /// before chunked transfers: no step count, and a pulling shard had installed nothing).
     pub fn restore(limits: SessionLimits, bytes: &Bytes) -> Result<ShardStore, DecodeError> {
         let mut buf = bytes.clone();
         let version = get_u8(&mut buf)?;
-        if version != SNAPSHOT_V1 {
+        if version != SNAPSHOT_V1 && version != SNAPSHOT_V2 {
             return Err(DecodeError::UnknownTag(version));
         }
+        let v2 = version == SNAPSHOT_V2;
         let group = get_u64(&mut buf)?;
         let undecodable = get_u64(&mut buf)?;
         let ignored = get_u64(&mut buf)?;
+        let migration_steps = if v2 { get_u64(&mut buf)? } else { 0 };
         let config = get_config(&mut buf)?;
         let count = get_count(&mut buf, MAX_SHARDS)?;
         if count == 0 || count != config.shards.len() {
@@ -339,18 +434,25 @@ impl ShardStore {
         }
         let mut shards = Vec::with_capacity(count);
         for _ in 0..count {
+            let mut progress = None;
             let state = match get_u8(&mut buf)? {
                 0 => ShardState::Absent,
                 1 => ShardState::Serving,
-                2 => ShardState::Pulling {
-                    from: get_u64(&mut buf)?,
-                },
+                2 => {
+                    let from = get_u64(&mut buf)?;
+                    if v2 {
+                        progress = get_key_option(&mut buf)?;
+                    }
+                    ShardState::Pulling { from }
+                }
                 3 => ShardState::BePulled {
                     to: get_u64(&mut buf)?,
                 },
                 other => return Err(DecodeError::UnknownTag(other)),
             };
-            shards.push(Shard::get_transfer(&mut buf, state, limits)?);
+            let mut shard = Shard::get_transfer(&mut buf, state, limits)?;
+            shard.set_progress(progress);
+            shards.push(shard);
         }
         if !buf.is_empty() {
             return Err(DecodeError::TrailingBytes);
@@ -362,6 +464,7 @@ impl ShardStore {
             limits,
             undecodable,
             ignored,
+            migration_steps,
         })
     }
 }

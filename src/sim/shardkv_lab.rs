@@ -28,6 +28,11 @@ pub const GROUPS: [GroupId; 3] = [2, 3, 4];
 pub const NODES_PER_GROUP: u64 = 3;
 /// The lab's shard count (NShards).
 pub const SHARDS: usize = 10;
+/// Payload bytes per part of a moving shard. Why 64: less than a key and a value of most of
+/// the tests' pairs and less than a session table of a few clients, so a shard holding
+/// anything moves in several parts (its sessions alone in the last), and every migration
+/// exercises the parts' ordering, progress and snapshots.
+pub const PART_BYTES: usize = 64;
 /// Bound on one operation that must succeed (virtual time): long enough for elections,
 /// migrations and the unreliable network, short enough that a stuck run fails promptly.
 pub const OP_TIMEOUT_MS: u64 = 30_000;
@@ -66,6 +71,7 @@ pub fn lab_config(
                 max_raft_state_bytes: max_raft_state,
                 ..ServerConfig::default()
             },
+            part_bytes: PART_BYTES,
             ..ShardKvServerConfig::default()
         },
         shards: SHARDS,
@@ -135,6 +141,10 @@ impl ShardLab {
                     .map(|s| match store.shard_state(s) {
                         ShardState::Absent => "-".to_string(),
                         ShardState::Serving => "S".to_string(),
+                        // `+`: some of its parts are installed.
+                        ShardState::Pulling { from } if store.shard(s).progress().is_some() => {
+                            format!("P<{from}+")
+                        }
                         ShardState::Pulling { from } => format!("P<{from}"),
                         ShardState::BePulled { to } => format!("B>{to}"),
                     })
