@@ -475,6 +475,27 @@ mod tests {
             .unwrap()
     }
 
+    /// One block holding `text`, zero-padded, and a request writing it at `offset` of `fd`
+    /// with a linked fdatasync (after `sync_dir_first`, when given).
+    fn one_block(
+        fd: RawFd,
+        offset: u64,
+        text: &[u8],
+        sync_dir_first: Option<RawFd>,
+    ) -> (WriteRequest, AlignedBuf) {
+        let mut buf = AlignedBuf::new();
+        buf.extend_from_slice(text);
+        buf.pad_to_block();
+        let request = WriteRequest {
+            fd,
+            offset,
+            write_bytes: BLOCK_BYTES,
+            sync: Sync::Fdatasync,
+            sync_dir_first,
+        };
+        (request, buf)
+    }
+
     /// A linked write and fdatasync on an O_DIRECT file lands the bytes; begin and wait are
     /// separate, and poll does not block.
     #[test]
@@ -482,16 +503,7 @@ mod tests {
         let path = std::env::temp_dir().join(format!("shardcore-uring-{}", std::process::id()));
         let file = create_direct_file(&path);
         let mut ring = Ring::new().unwrap();
-        let mut buf = AlignedBuf::new();
-        buf.extend_from_slice(b"hello ring");
-        buf.pad_to_block();
-        let request = WriteRequest {
-            fd: file.as_raw_fd(),
-            offset: BLOCK_BYTES as u64,
-            write_bytes: BLOCK_BYTES,
-            sync: Sync::Fdatasync,
-            sync_dir_first: None,
-        };
+        let (request, buf) = one_block(file.as_raw_fd(), BLOCK_BYTES as u64, b"hello ring", None);
         let ticket = ring.begin(request, buf).map_err(|(_, e)| e).unwrap();
         let completion = match ring.poll(&ticket) {
             Some(completion) => completion,
@@ -516,16 +528,7 @@ mod tests {
         let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
         assert!(efd >= 0);
         ring.register_eventfd(efd).unwrap();
-        let mut buf = AlignedBuf::new();
-        buf.extend_from_slice(b"counted");
-        buf.pad_to_block();
-        let request = WriteRequest {
-            fd: file.as_raw_fd(),
-            offset: 0,
-            write_bytes: BLOCK_BYTES,
-            sync: Sync::Fdatasync,
-            sync_dir_first: None,
-        };
+        let (request, buf) = one_block(file.as_raw_fd(), 0, b"counted", None);
         let ticket = ring.begin(request, buf).map_err(|(_, e)| e).unwrap();
         ring.wait(ticket).result.unwrap();
         let mut count = [0u8; 8];
@@ -551,16 +554,7 @@ mod tests {
         let dir_file = std::fs::File::open(&dir).unwrap();
         let mut ring = Ring::new().unwrap();
         let write = |ring: &mut Ring, dir_fd: RawFd, text: &[u8]| {
-            let mut buf = AlignedBuf::new();
-            buf.extend_from_slice(text);
-            buf.pad_to_block();
-            let request = WriteRequest {
-                fd: file.as_raw_fd(),
-                offset: 0,
-                write_bytes: BLOCK_BYTES,
-                sync: Sync::Fdatasync,
-                sync_dir_first: Some(dir_fd),
-            };
+            let (request, buf) = one_block(file.as_raw_fd(), 0, text, Some(dir_fd));
             let ticket = ring.begin(request, buf).map_err(|(_, e)| e).unwrap();
             ring.wait(ticket).result
         };
