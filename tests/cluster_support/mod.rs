@@ -102,6 +102,11 @@ impl TestCluster {
                     pin: false,
                     groups: GROUPS,
                     log_level: "info".to_string(),
+                    // A cluster id of its own: tests run side by side and pick free ports,
+                    // so a port this cluster's killed node let go may be bound by another
+                    // test's node a moment later; a client reconnecting to it must be refused
+                    // by the hello, not served another cluster's data.
+                    cluster_id: format!("{name}-{}-{base}", std::process::id()),
                     peers: (1..=nodes)
                         .filter(|&i| i != id)
                         .map(|i| PeerConfig {
@@ -266,6 +271,7 @@ impl TestCluster {
         let out = std::process::Command::new(&self.exe)
             .args(["ctl", "--timeout-secs", "20", "--endpoints"])
             .arg(endpoints.join(","))
+            .args(["--cluster-id", &self.configs[0].cluster_id])
             .args(args)
             .output()
             .expect("run shardcore ctl");
@@ -283,6 +289,7 @@ impl TestCluster {
         let mut command = std::process::Command::new(&self.exe);
         command.args(["kv", "--timeout-secs", "20", "--endpoints"]);
         command.arg(endpoints.join(","));
+        command.args(["--cluster-id", &self.configs[0].cluster_id]);
         if self.configs[0].sharded {
             command.arg("--sharded");
         }
