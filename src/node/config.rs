@@ -27,7 +27,7 @@
 //! [kv]
 //! max_raft_state_bytes = 67108864
 //! request_timeout_ms = 3000
-//! shard_part_bytes = 1048576       # a moving shard travels in parts of about this size
+//! shard_part_bytes = 262144        # a moving shard travels in parts of about this size
 //!
 //! [wal]
 //! segment_bytes = 67108864
@@ -379,21 +379,21 @@ mod tests {
     fn sharded_hosting_follows_the_log_bounds() {
         use crate::shardkv::command::{MAX_PART_OVERHEAD_BYTES, MAX_SHARD_PART_BYTES};
         assert_eq!(NodeConfig::default().sharded_hosting(), None);
-        let config = NodeConfig::from_toml("sharded = true\n[wal]\nsegment_bytes = 1048576\n")
+        let config = NodeConfig::from_toml("sharded = true\n[wal]\nsegment_bytes = 262144\n")
             .expect("parses");
         config.validate().expect("valid");
         let hosting = config.sharded_hosting().expect("sharded");
         assert_eq!(hosting.server.poll_ticks, 10);
-        assert_eq!(hosting.max_install_bytes, 512 << 10);
-        assert_eq!(config.raft_config().max_entry_bytes, 512 << 10);
+        assert_eq!(hosting.max_install_bytes, 128 << 10);
+        assert_eq!(config.raft_config().max_entry_bytes, 128 << 10);
         assert_eq!(
             hosting.server.part_bytes,
-            (512 << 10) - MAX_PART_OVERHEAD_BYTES
+            (128 << 10) - MAX_PART_OVERHEAD_BYTES
         );
         let big = NodeConfig::from_toml("sharded = true").expect("parses");
         let hosting = big.sharded_hosting().expect("sharded");
         assert_eq!(hosting.max_install_bytes, MAX_SHARD_PART_BYTES);
-        assert_eq!(hosting.server.part_bytes, 1 << 20, "the setting");
+        assert_eq!(hosting.server.part_bytes, 256 << 10, "the setting");
         let small = NodeConfig::from_toml("sharded = true\n[kv]\nshard_part_bytes = 4096\n")
             .expect("parses");
         let part_bytes = small.sharded_hosting().expect("sharded").server.part_bytes;

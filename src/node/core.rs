@@ -82,6 +82,11 @@ pub struct SnapshotWrite {
     pub group: GroupId,
     /// The snapshot (its data is the group's service's snapshot).
     pub snapshot: Snapshot,
+    /// The snapshot came from the leader and replaces the group's log (the batch truncates the
+    /// log after it): nothing of the group may be logged before the file is durable. A snapshot
+    /// the replica took itself only lets the log drop entries it covers: just its `Compact`
+    /// record must wait for the file.
+    pub replaces_log: bool,
 }
 
 /// One write for the core's log, covering every group that had something to persist.
@@ -948,6 +953,7 @@ impl CoreNode {
                 self.batch.snapshots.push(SnapshotWrite {
                     group,
                     snapshot: s.clone(),
+                    replaces_log: true,
                 });
                 self.batch.records.push(LogRecord::Truncate {
                     group,
@@ -1043,6 +1049,7 @@ impl CoreNode {
                 meta: SnapshotMeta { index, term },
                 data,
             },
+            replaces_log: false,
         });
         self.batch
             .records

@@ -51,7 +51,7 @@ use super::core::{
     CoreConfig, CoreNode, HostedRequest, HostedResponse, RefusedTransfer, TransferSide,
 };
 use super::disk::{CoreDisk, DiskError};
-use super::log_writer::{snapshot_thread, LogWriter};
+use super::log_writer::{snapshot_thread, LogWriter, MAX_SNAPSHOT_JOBS};
 use super::placement::{
     core_of_group, group_for_key, hosted_groups_of_core, is_hosted, key_hash, CONTROLLER_GROUP,
 };
@@ -270,9 +270,8 @@ async fn core_main(core: Core<CoreMsg>, config: NodeConfig) -> Result<(), Server
     // only up to half a segment (a single batch over it still goes, alone).
     let merge_bytes = usize::try_from(config.wal.segment_bytes / 2).unwrap_or(usize::MAX);
     let (wal, snapshots) = disk.into_parts();
-    // One snapshot job at a time: the head batch waits for it.
-    let (jobs_tx, jobs_rx) = bridge::channel(1);
-    let (snap_done_tx, snap_done_rx) = bridge::channel::<()>(1);
+    let (jobs_tx, jobs_rx) = bridge::channel(MAX_SNAPSHOT_JOBS);
+    let (snap_done_tx, snap_done_rx) = bridge::channel::<()>(MAX_SNAPSHOT_JOBS);
     let node_id = config.node_id;
     let snapshot_writer = std::thread::Builder::new()
         .name(format!("shardcore-n{node_id}-snap{me}"))

@@ -48,11 +48,14 @@ use crate::raft::{Entry, GroupId, Index, RawNode, ReadState, Role, SoftState};
 use crate::shardctl::ShardId;
 
 /// The payload a pulled shard's part carries at most, by default (one key and value larger
-/// than this still move, alone). Why 1 MiB: large enough that a part's fixed costs (an inquiry
-/// round trip, one log entry, one commit) are small beside its bytes, so a 100 MB shard moves
-/// in about a hundred steps; small enough that its entry stays far under Raft's 8 MiB entry
-/// bound and that building or applying one part holds a core for about a millisecond.
-pub const DEFAULT_PART_BYTES: usize = 1 << 20;
+/// than this still move, alone). Why 256 KiB: each part is built, replicated, logged and
+/// applied by cores that also serve the other shards' requests, and those requests wait behind
+/// it; measured with `scripts/shard-migration-bench.sh` (100 MB under 2,000 req/s on other
+/// shards, 3 nodes on 2 CPUs): 1 MiB parts moved it in 1.3 s with the other shards' p50/p99
+/// during the move at 9.3/121 ms, 256 KiB parts in 1.6 s at 1.6/64 ms, 128 KiB in 2.2 s at
+/// 1.2/106 ms (the p99 tail there is the new owner's snapshot, not the parts). A part's fixed
+/// costs (an inquiry round trip, one log entry, one commit) stay small beside 256 KiB.
+pub const DEFAULT_PART_BYTES: usize = 256 << 10;
 
 /// Polls a proposed part may take to be applied before the leader takes it as lost and asks
 /// for it again. Why 5: a healthy group commits an entry within a heartbeat round trip or two,
