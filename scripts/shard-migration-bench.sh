@@ -83,6 +83,16 @@ trap cleanup EXIT
 
 say() { echo "shard-migration-bench: $*" >&2; }
 die() { say "$*"; exit 2; }
+# await_line FILE PATTERN PID SLEEP WHAT: waits (600 polls of SLEEP s at most) until FILE has a
+# line matching PATTERN; stops the script if process PID (WHAT) ended first.
+await_line() {
+    local file=$1 pattern=$2 pid=$3 pause=$4 what=$5
+    for _ in $(seq 1 600); do
+        grep -q "$pattern" "$file" && return 0
+        kill -0 "$pid" 2>/dev/null || { cat "$file" >&2; die "$what stopped"; }
+        sleep "$pause"
+    done
+}
 now_ns() { date +%s%N; }
 
 endpoints=""
@@ -145,11 +155,7 @@ say "starting a 3-node sharded cluster ($SHARD_GROUPS groups, $SHARDS shards) in
 "$SHARDCORE" cluster local --sharded --nodes "$NODES" --groups "$SHARD_GROUPS" --shards "$SHARDS" \
     --base-port "$PORT" --data-dir "$dir/cluster" --log-level warn >"$dir/cluster.out" 2>&1 &
 cluster_pid=$!
-for _ in $(seq 1 600); do
-    grep -q "^serving " "$dir/cluster.out" && break
-    kill -0 "$cluster_pid" 2>/dev/null || { cat "$dir/cluster.out" >&2; die "the cluster stopped"; }
-    sleep 0.2
-done
+await_line "$dir/cluster.out" "^serving " "$cluster_pid" 0.2 "the cluster"
 grep -q "^serving " "$dir/cluster.out" || { cat "$dir/cluster.out" >&2; die "the cluster did not come up in 120 s"; }
 grep -q "FAILED" "$dir/cluster.out" && { cat "$dir/cluster.out" >&2; die "the cluster's start-up check failed"; }
 
@@ -193,11 +199,7 @@ bench --skip-shard "$BIG_SHARD" --keys 10000 --value-bytes 128 --key-prefix bg -
     --warmup-secs 1 --duration-secs "$((BASELINE_SECS + MOVE_WINDOW_SECS))" \
     --history "$dir/load.jsonl" >"$dir/load.out" 2>"$dir/load.err" &
 load_pid=$!
-for _ in $(seq 1 600); do
-    grep -q "answered in" "$dir/load.err" && break
-    kill -0 "$load_pid" 2>/dev/null || { cat "$dir/load.err" >&2; die "the load stopped"; }
-    sleep 0.1
-done
+await_line "$dir/load.err" "answered in" "$load_pid" 0.1 "the load"
 sleep "$((1 + BASELINE_SECS))"
 
 say "moving shard $BIG_SHARD from group $old_owner to group $new_owner"
