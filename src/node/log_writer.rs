@@ -365,7 +365,13 @@ mod tests {
         dir: &std::path::Path,
     ) -> (LogWriter, SnapshotStore, BridgeReceiver<Vec<SnapshotWrite>>) {
         let _ = std::fs::remove_dir_all(dir);
-        let (wal, _) = Wal::open(&dir.join("wal"), WalConfig::new()).expect("wal");
+        // Small segments: the test's files stay small (a 64 MiB default segment and its spare
+        // would be left behind by a failed run).
+        let config = WalConfig {
+            segment_bytes: 1 << 20,
+            ..WalConfig::new()
+        };
+        let (wal, _) = Wal::open(&dir.join("wal"), config).expect("wal");
         let store = SnapshotStore::open(dir.join("snap")).expect("snapshots");
         let (jobs_tx, jobs_rx) = bridge::channel(MAX_SNAPSHOT_JOBS);
         (LogWriter::new(wal, 1 << 20, jobs_tx), store, jobs_rx)
