@@ -7,7 +7,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use super::service::{ServiceRequest, ServiceResponse};
+use super::service::{Refusal, ServiceRequest, ServiceResponse};
 use crate::raft::NodeId;
 
 /// Longest key accepted. Keys are held in every replica's in-memory index and repeated in
@@ -174,6 +174,33 @@ impl std::fmt::Display for KvError {
 }
 
 impl std::error::Error for KvError {}
+
+impl From<Refusal> for KvError {
+    /// A refusal of the shared replica server as this service says it.
+    fn from(refusal: Refusal) -> KvError {
+        match refusal {
+            Refusal::WrongLeader { leader } => KvError::WrongLeader { leader },
+            Refusal::Timeout => KvError::Timeout,
+            Refusal::Busy => KvError::Busy,
+            // The only thing that makes a KV command too large for the log is its value.
+            Refusal::TooLarge => KvError::ValueTooLarge,
+            Refusal::SessionExpired => KvError::SessionExpired,
+        }
+    }
+}
+
+impl KvError {
+    /// The shared replica server's refusal this error is, if it is one.
+    pub fn as_refusal(&self) -> Option<Refusal> {
+        match *self {
+            KvError::WrongLeader { leader } => Some(Refusal::WrongLeader { leader }),
+            KvError::Timeout => Some(Refusal::Timeout),
+            KvError::Busy => Some(Refusal::Busy),
+            KvError::SessionExpired => Some(Refusal::SessionExpired),
+            KvError::KeyTooLarge | KvError::ValueTooLarge | KvError::Stale => None,
+        }
+    }
+}
 
 /// The answer to a request.
 pub type Response = ServiceResponse<Reply, KvError>;

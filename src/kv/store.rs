@@ -253,24 +253,11 @@ impl StateMachine for KvStore {
     }
 
     fn refusal(refusal: Refusal) -> KvError {
-        match refusal {
-            Refusal::WrongLeader { leader } => KvError::WrongLeader { leader },
-            Refusal::Timeout => KvError::Timeout,
-            Refusal::Busy => KvError::Busy,
-            // The only thing that makes a KV command too large for the log is its value.
-            Refusal::TooLarge => KvError::ValueTooLarge,
-            Refusal::SessionExpired => KvError::SessionExpired,
-        }
+        KvError::from(refusal)
     }
 
     fn as_refusal(error: &KvError) -> Option<Refusal> {
-        match *error {
-            KvError::WrongLeader { leader } => Some(Refusal::WrongLeader { leader }),
-            KvError::Timeout => Some(Refusal::Timeout),
-            KvError::Busy => Some(Refusal::Busy),
-            KvError::SessionExpired => Some(Refusal::SessionExpired),
-            KvError::KeyTooLarge | KvError::ValueTooLarge | KvError::Stale => None,
-        }
+        error.as_refusal()
     }
 }
 

@@ -13,7 +13,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use crate::kv::command::{
     get_bytes, get_u64, get_u8, put_bytes, put_option, Command, DecodeError, MAX_KEY_BYTES,
 };
-use crate::kv::{Reply, ServiceResponse};
+use crate::kv::{KvError, Reply, ServiceResponse};
 use crate::raft::NodeId;
 use crate::shardctl::command::{get_config, get_u32, put_config};
 use crate::shardctl::{Config, ShardId};
@@ -96,6 +96,39 @@ impl std::fmt::Display for ShardKvError {
 }
 
 impl std::error::Error for ShardKvError {}
+
+impl ShardKvError {
+    /// The KV error this is, for the variants the two services share; `None` for the sharded
+    /// KV's own (`WrongGroup`, `TooManySessions`, `Unsupported`).
+    pub fn as_kv(self) -> Option<KvError> {
+        match self {
+            ShardKvError::WrongLeader { leader } => Some(KvError::WrongLeader { leader }),
+            ShardKvError::KeyTooLarge => Some(KvError::KeyTooLarge),
+            ShardKvError::ValueTooLarge => Some(KvError::ValueTooLarge),
+            ShardKvError::SessionExpired => Some(KvError::SessionExpired),
+            ShardKvError::Stale => Some(KvError::Stale),
+            ShardKvError::Timeout => Some(KvError::Timeout),
+            ShardKvError::Busy => Some(KvError::Busy),
+            ShardKvError::WrongGroup { .. }
+            | ShardKvError::TooManySessions
+            | ShardKvError::Unsupported => None,
+        }
+    }
+}
+
+impl From<KvError> for ShardKvError {
+    fn from(error: KvError) -> ShardKvError {
+        match error {
+            KvError::WrongLeader { leader } => ShardKvError::WrongLeader { leader },
+            KvError::KeyTooLarge => ShardKvError::KeyTooLarge,
+            KvError::ValueTooLarge => ShardKvError::ValueTooLarge,
+            KvError::SessionExpired => ShardKvError::SessionExpired,
+            KvError::Stale => ShardKvError::Stale,
+            KvError::Timeout => ShardKvError::Timeout,
+            KvError::Busy => ShardKvError::Busy,
+        }
+    }
+}
 
 /// A shard group's answer to a client request (the KV request shape, this service's error).
 pub type ShardResponse = ServiceResponse<Reply, ShardKvError>;
@@ -267,6 +300,30 @@ mod tests {
     use crate::kv::Op;
     use crate::shardctl::Replica;
 
+    /// The errors the two services share map one to one, both ways; the sharded KV's own have
+    /// no KV counterpart.
+    #[test]
+    fn shared_errors_map_to_kv_errors_and_back() {
+        let shared = [
+            KvError::WrongLeader { leader: 3 },
+            KvError::KeyTooLarge,
+            KvError::ValueTooLarge,
+            KvError::SessionExpired,
+            KvError::Stale,
+            KvError::Timeout,
+            KvError::Busy,
+        ];
+        for kv in shared {
+            assert_eq!(ShardKvError::from(kv).as_kv(), Some(kv), "{kv:?}");
+        }
+        for own in [
+            ShardKvError::WrongGroup { config: 4 },
+            ShardKvError::TooManySessions,
+            ShardKvError::Unsupported,
+        ] {
+            assert_eq!(own.as_kv(), None, "{own:?}");
+        }
+    }
     fn all() -> Vec<ShardCommand> {
         let config = Config {
             num: 3,

@@ -539,23 +539,11 @@ impl StateMachine for ShardStore {
     }
 
     fn refusal(refusal: Refusal) -> ShardKvError {
-        match refusal {
-            Refusal::WrongLeader { leader } => ShardKvError::WrongLeader { leader },
-            Refusal::Timeout => ShardKvError::Timeout,
-            Refusal::Busy => ShardKvError::Busy,
-            Refusal::TooLarge => ShardKvError::ValueTooLarge,
-            Refusal::SessionExpired => ShardKvError::SessionExpired,
-        }
+        KvError::from(refusal).into()
     }
 
     fn as_refusal(error: &ShardKvError) -> Option<Refusal> {
-        match *error {
-            ShardKvError::WrongLeader { leader } => Some(Refusal::WrongLeader { leader }),
-            ShardKvError::Timeout => Some(Refusal::Timeout),
-            ShardKvError::Busy => Some(Refusal::Busy),
-            ShardKvError::SessionExpired => Some(Refusal::SessionExpired),
-            _ => None,
-        }
+        error.as_kv()?.as_refusal()
     }
 }
 

@@ -88,14 +88,12 @@ impl ClientReply {
 fn shard_error(error: ShardKvError) -> ReplyError {
     match error {
         ShardKvError::WrongGroup { config } => ReplyError::WrongShard { config_num: config },
-        ShardKvError::WrongLeader { leader } => ReplyError::Kv(KvError::WrongLeader { leader }),
-        ShardKvError::KeyTooLarge => ReplyError::Kv(KvError::KeyTooLarge),
-        ShardKvError::ValueTooLarge => ReplyError::Kv(KvError::ValueTooLarge),
-        ShardKvError::SessionExpired => ReplyError::Kv(KvError::SessionExpired),
-        ShardKvError::Stale => ReplyError::Kv(KvError::Stale),
-        ShardKvError::Timeout => ReplyError::Kv(KvError::Timeout),
-        ShardKvError::Busy | ShardKvError::TooManySessions => ReplyError::Kv(KvError::Busy),
+        ShardKvError::TooManySessions => ReplyError::Kv(KvError::Busy),
         ShardKvError::Unsupported => ReplyError::BadRequest,
+        // The rest are the variants the two services share.
+        shared => shared
+            .as_kv()
+            .map_or(ReplyError::BadRequest, ReplyError::Kv),
     }
 }
 
