@@ -405,6 +405,24 @@ impl Cluster {
         n.alive && n.incarnation == incarnation
     }
 
+    /// Whether something `from` sent (as incarnation `from_incarnation`) for `group` reaches
+    /// `to` (as `to_incarnation`): both still those incarnations, and the network lets them
+    /// talk. Counts a drop when not.
+    fn deliverable(
+        &mut self,
+        group: GroupId,
+        (from, from_incarnation): (NodeId, u64),
+        (to, to_incarnation): (NodeId, u64),
+    ) -> bool {
+        let deliverable = self.is_current(from, from_incarnation)
+            && self.is_current(to, to_incarnation)
+            && self.net.can_talk(group, from, to);
+        if !deliverable {
+            self.stats.dropped += 1;
+        }
+        deliverable
+    }
+
     fn on_tick(&mut self, node: NodeId, incarnation: u64) {
         if !self.is_current(node, incarnation) {
             return;
@@ -432,11 +450,7 @@ impl Cluster {
 
     fn on_deliver(&mut self, message: Message, from_incarnation: u64, to_incarnation: u64) {
         let (from, to, group) = (message.from, message.to, message.group);
-        let deliverable = self.is_current(from, from_incarnation)
-            && self.is_current(to, to_incarnation)
-            && self.net.can_talk(group, from, to);
-        if !deliverable {
-            self.stats.dropped += 1;
+        if !self.deliverable(group, (from, from_incarnation), (to, to_incarnation)) {
             return;
         }
         self.stats.delivered += 1;

@@ -244,11 +244,7 @@ impl Cluster {
                 to_incarnation,
                 inquiry,
             } => {
-                let deliverable = self.is_current(from, from_incarnation)
-                    && self.is_current(to, to_incarnation)
-                    && self.net.can_talk(to_group, from, to);
-                if !deliverable {
-                    self.stats.dropped += 1;
+                if !self.deliverable(to_group, (from, from_incarnation), (to, to_incarnation)) {
                     return;
                 }
                 let replica = self.replica(to, to_group);
@@ -280,11 +276,7 @@ impl Cluster {
                 to_incarnation,
                 answer,
             } => {
-                let deliverable = self.is_current(from, from_incarnation)
-                    && self.is_current(to, to_incarnation)
-                    && self.net.can_talk(to_group, from, to);
-                if !deliverable {
-                    self.stats.dropped += 1;
+                if !self.deliverable(to_group, (from, from_incarnation), (to, to_incarnation)) {
                     return;
                 }
                 let Replica { raw, skv, .. } = self.replica_mut(to, to_group);
