@@ -252,21 +252,20 @@ impl LogWriter {
             taken.extend(self.queue.pop_front());
         }
         let last = taken.last().map_or(0, |b| b.ticket);
+        // One batch alone is written from its own records; several are moved (not copied)
+        // into one list after the Compact records that became due.
         let due = std::mem::take(&mut self.compacts_due);
-        let ticket = match taken.as_slice() {
-            [one] if one.records.is_empty() && due.is_empty() => None,
-            [one] if due.is_empty() => Some(self.wal.submit(&one.records)?),
-            many => {
-                let records: Vec<LogRecord> = due
-                    .into_iter()
-                    .chain(many.iter().flat_map(|b| b.records.iter().cloned()))
-                    .collect();
-                if records.is_empty() {
-                    None
-                } else {
-                    Some(self.wal.submit(&records)?)
-                }
-            }
+        let records = match taken.as_mut_slice() {
+            [one] if due.is_empty() => std::mem::take(&mut one.records),
+            _ => due
+                .into_iter()
+                .chain(taken.into_iter().flat_map(|b| b.records))
+                .collect(),
+        };
+        let ticket = if records.is_empty() {
+            None
+        } else {
+            Some(self.wal.submit(&records)?)
         };
         if ticket.is_some() {
             self.wal_in_flight += 1;
