@@ -111,17 +111,21 @@ impl WriteBatch {
     /// count. The log writer bounds how many batches it merges into one WAL write by this, as
     /// the WAL refuses a write larger than a segment.
     pub fn approx_log_bytes(&self) -> usize {
-        self.records
-            .iter()
-            .map(|record| match record {
-                LogRecord::Entries { entries, .. } => entries
-                    .iter()
-                    .map(|e| e.data.len() + RECORD_OVERHEAD_BYTES)
-                    .sum(),
-                _ => RECORD_OVERHEAD_BYTES,
-            })
-            .sum()
+        self.records.iter().map(approx_record_bytes).sum()
     }
+}
+
+/// About how many bytes one record takes in the log (see [`WriteBatch::approx_log_bytes`]).
+pub fn approx_record_bytes(record: &LogRecord) -> usize {
+    match record {
+        LogRecord::Entries { entries, .. } => entries.iter().map(approx_entry_bytes).sum(),
+        _ => RECORD_OVERHEAD_BYTES,
+    }
+}
+
+/// About how many bytes one entry takes in the log.
+pub fn approx_entry_bytes(entry: &WalEntry) -> usize {
+    entry.data.len() + RECORD_OVERHEAD_BYTES
 }
 
 /// What the caller must do after inputs (see the module docs for the order).

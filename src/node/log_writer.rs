@@ -41,7 +41,7 @@ use shardcore_storage::snapshot::{SnapshotError, SnapshotStore};
 use shardcore_storage::wal::{Ticket, MAX_IN_FLIGHT_BATCHES};
 use shardcore_storage::{LogRecord, Wal};
 
-use super::core::{SnapshotWrite, WriteBatch};
+use super::core::{approx_entry_bytes, approx_record_bytes, SnapshotWrite, WriteBatch};
 use super::disk::DiskError;
 use crate::raft::GroupId;
 
@@ -79,8 +79,9 @@ pub struct LogWriter {
     /// Batches not yet submitted, in ticket order.
     queue: VecDeque<WriteBatch>,
     /// Submitted writes, oldest first: the WAL's ticket (`None`: nothing to write, done once
-    /// every earlier write is) and the last core ticket the write covers.
-    in_flight: VecDeque<(Option<Ticket>, u64)>,
+    /// every earlier write is) and the last core ticket the write completes (`None` for the
+    /// first parts of a batch split over several writes).
+    in_flight: VecDeque<(Option<Ticket>, Option<u64>)>,
     /// WAL tickets among `in_flight` (at most [`MAX_IN_FLIGHT_BATCHES`]).
     wal_in_flight: usize,
     merge_bytes: usize,
@@ -176,7 +177,9 @@ impl LogWriter {
                     }
                 }
             }
-            durable.ticket = Some(*last);
+            if let Some(last) = last {
+                durable.ticket = Some(*last);
+            }
             self.in_flight.pop_front();
         }
         Ok(())
@@ -262,6 +265,21 @@ impl LogWriter {
                 .chain(taken.into_iter().flat_map(|b| b.records))
                 .collect(),
         };
+        // A batch can be larger than one write may be (one turn's Ready holds every entry the
+        // group received, pipelined Appends included, and the WAL refuses a write larger than a
+        // segment, which would stop the node): its records past the bound go in the next
+        // write, as a batch of the same ticket, which is reported only when that one is.
+        let (records, rest) = split_records(records, self.merge_bytes);
+        let reports = if rest.is_empty() {
+            Some(last)
+        } else {
+            self.queue.push_front(WriteBatch {
+                ticket: last,
+                snapshots: Vec::new(),
+                records: rest,
+            });
+            None
+        };
         let ticket = if records.is_empty() {
             None
         } else {
@@ -270,9 +288,64 @@ impl LogWriter {
         if ticket.is_some() {
             self.wal_in_flight += 1;
         }
-        self.in_flight.push_back((ticket, last));
+        self.in_flight.push_back((ticket, reports));
         Ok(true)
     }
+}
+
+/// Splits `records` where they pass `budget` bytes (by [`approx_record_bytes`]), cutting an
+/// `Entries` record between entries: the first part holds at least one record (or entry), and
+/// the order of everything is kept. The second part is empty when all fit.
+fn split_records(records: Vec<LogRecord>, budget: usize) -> (Vec<LogRecord>, Vec<LogRecord>) {
+    if records.iter().map(approx_record_bytes).sum::<usize>() <= budget {
+        return (records, Vec::new());
+    }
+    let mut first = Vec::new();
+    let mut bytes = 0;
+    let mut records = records.into_iter();
+    for record in records.by_ref() {
+        let record_bytes = approx_record_bytes(&record);
+        if bytes + record_bytes <= budget || first.is_empty() && !is_entries(&record) {
+            bytes += record_bytes;
+            first.push(record);
+            continue;
+        }
+        let mut rest = Vec::new();
+        match record {
+            LogRecord::Entries { group, entries } => {
+                let mut fitting = Vec::new();
+                let mut later = entries.into_iter();
+                for entry in later.by_ref() {
+                    let entry_bytes = approx_entry_bytes(&entry);
+                    let room =
+                        bytes + entry_bytes <= budget || first.is_empty() && fitting.is_empty();
+                    if !room {
+                        rest.push(LogRecord::Entries {
+                            group,
+                            entries: std::iter::once(entry).chain(later).collect(),
+                        });
+                        break;
+                    }
+                    bytes += entry_bytes;
+                    fitting.push(entry);
+                }
+                if !fitting.is_empty() {
+                    first.push(LogRecord::Entries {
+                        group,
+                        entries: fitting,
+                    });
+                }
+            }
+            other => rest.push(other),
+        }
+        rest.extend(records);
+        return (first, rest);
+    }
+    (first, Vec::new())
+}
+
+fn is_entries(record: &LogRecord) -> bool {
+    matches!(record, LogRecord::Entries { .. })
 }
 
 /// How much lower the snapshot thread's scheduling priority is than the executors' (a nice
@@ -402,6 +475,83 @@ mod tests {
         }
         log.snapshots_written();
         reported
+    }
+
+    fn entry_indexes(records: &[LogRecord]) -> Vec<(GroupId, u64)> {
+        records
+            .iter()
+            .flat_map(|r| match r {
+                LogRecord::Entries { group, entries } => {
+                    entries.iter().map(|e| (*group, e.index)).collect()
+                }
+                other => vec![(other.group(), 0)],
+            })
+            .collect()
+    }
+
+    /// Records past the budget are cut between entries, keeping their order; the first part
+    /// always holds something, even one entry over the budget; records that fit stay whole.
+    #[test]
+    fn records_split_between_entries_in_order() {
+        let hard_state = LogRecord::HardState {
+            group: 1,
+            state: shardcore_storage::HardState {
+                term: 1,
+                vote: 1,
+                commit: 4,
+            },
+        };
+        let records = vec![entries(1, 1, 10), hard_state, entries(2, 1, 3)];
+        let all = entry_indexes(&records);
+        let per_entry = approx_entry_bytes(&WalEntry {
+            index: 1,
+            term: 1,
+            kind: 0,
+            data: Bytes::from(vec![0u8; 64]),
+        });
+        for budget in [0, 1, per_entry, 3 * per_entry + 1, 12 * per_entry, 1 << 20] {
+            let (first, rest) = split_records(records.clone(), budget);
+            assert!(!first.is_empty(), "budget {budget}");
+            let first_bytes: usize = first.iter().map(approx_record_bytes).sum();
+            assert!(
+                first_bytes <= budget.max(per_entry),
+                "budget {budget}: {first_bytes}"
+            );
+            let mut joined = entry_indexes(&first);
+            joined.extend(entry_indexes(&rest));
+            assert_eq!(joined, all, "budget {budget}");
+            assert_eq!(rest.is_empty(), budget >= 14 * per_entry, "budget {budget}");
+        }
+    }
+
+    /// A batch larger than one write may be goes in several writes (the WAL would refuse it
+    /// whole, stopping the node) and is reported once, when its last part is durable.
+    #[test]
+    fn a_batch_larger_than_a_write_goes_in_parts() {
+        let dir =
+            std::env::temp_dir().join(format!("shardcore-logwriter-big-{}", std::process::id()));
+        let (mut log, _store, _jobs) = open(&dir);
+        let big = |from: u64| LogRecord::Entries {
+            group: 1,
+            entries: (from..from + 3)
+                .map(|index| WalEntry {
+                    index,
+                    term: 1,
+                    kind: 0,
+                    data: Bytes::from(vec![7u8; 400 << 10]),
+                })
+                .collect(),
+        };
+        log.merge_bytes = 512 << 10;
+        log.push(batch(1, vec![big(1)], Vec::new()));
+        log.push(batch(2, vec![big(4)], Vec::new()));
+        let mut reported = Vec::new();
+        drive_until(&mut log, &mut reported, |log, _| log.is_idle());
+        assert_eq!(reported.last(), Some(&2), "{reported:?}");
+        assert!(reported.windows(2).all(|w| w[0] < w[1]), "{reported:?}");
+        assert_eq!(log.wal.last_index(1), Some(6));
+        drop(log);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// Batches merge into writes and are reported in ticket order (a batch with nothing to
