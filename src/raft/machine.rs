@@ -82,12 +82,15 @@ pub struct Raft {
     persisted_messages: Vec<Message>,
     read_states: Vec<ReadState>,
     snapshot_to_install: Option<Snapshot>,
-    /// Leader: new entries to broadcast, commit to broadcast, a read round to broadcast. Set by
+    /// Leader: new entries to broadcast, a new commit index, a read round to broadcast. Set by
     /// inputs and served once per Ready, so that everything proposed between two Readies travels
     /// in one Append per follower (batching).
     pending_append: bool,
     pending_commit: bool,
     pending_read_round: bool,
+    /// Leader: the commit index advanced and a follower may not have heard; at the next tick,
+    /// each follower that no Append or heartbeat told since gets a commit-only Append.
+    commit_broadcast_due: bool,
 }
 
 impl Raft {
@@ -121,6 +124,7 @@ impl Raft {
             snapshot_to_install: None,
             pending_append: false,
             pending_commit: false,
+            commit_broadcast_due: false,
             pending_read_round: false,
             cfg,
         };
@@ -217,6 +221,29 @@ impl Raft {
         if self.heartbeat_elapsed >= self.cfg.heartbeat_interval_ticks {
             self.heartbeat_elapsed = 0;
             self.broadcast_heartbeat();
+        }
+        self.send_due_commits();
+    }
+
+    /// Tells each follower in Replicate that has not heard the current commit index (from an
+    /// Append or a heartbeat) with a commit-only Append, once per tick at most. A commit-only
+    /// Append sent at once, as etcd does, costs each follower a wake-up, a receive and a Ready
+    /// per commit: at one client that was two of the eleven thread wake-ups of every put, off
+    /// its critical path but on the same two CPUs (p50 0.63-0.74 -> 0.53 ms, server CPU per
+    /// put -25%). Under load the next Append carries the commit; when idle a follower applies
+    /// at most a tick (10 ms) later. Nothing waits for a follower to apply: clients are
+    /// answered by the leader, and a sharded group's questions to a lagging replica are asked
+    /// again at the next poll.
+    fn send_due_commits(&mut self) {
+        if !std::mem::take(&mut self.commit_broadcast_due) {
+            return;
+        }
+        let committed = self.log.committed;
+        for peer in self.peers() {
+            let pr = &self.progress[&peer];
+            if pr.commit_sent < committed && pr.state == ReplicationState::Replicate {
+                self.send_append(peer, Empty::Send);
+            }
         }
     }
 
@@ -354,6 +381,7 @@ impl Raft {
             self.pending_append = false;
             self.pending_commit = false;
             self.pending_read_round = false;
+            self.commit_broadcast_due = false;
             return;
         }
         if std::mem::take(&mut self.pending_append) {
@@ -363,14 +391,8 @@ impl Raft {
         }
         if std::mem::take(&mut self.pending_commit) {
             // Followers learn the new commit index from the Appends above when there were any;
-            // the rest get a commit-only Append so they can apply without waiting a heartbeat.
-            let committed = self.log.committed;
-            for peer in self.peers() {
-                let pr = &self.progress[&peer];
-                if pr.commit_sent < committed && pr.state == ReplicationState::Replicate {
-                    self.send_append(peer, Empty::Send);
-                }
-            }
+            // the rest wait for the next tick (see `send_due_commits`).
+            self.commit_broadcast_due = true;
         }
         if std::mem::take(&mut self.pending_read_round) {
             self.broadcast_heartbeat();
@@ -509,6 +531,7 @@ impl Raft {
                 .expect("progress for every peer");
             // Raft §5.3: only what the follower is known to hold may be marked committed there.
             let commit = pr.match_index.min(self.log.committed);
+            pr.commit_sent = pr.commit_sent.max(commit);
             // A snapshot chunk unanswered for a whole heartbeat interval is sent again.
             let mut resend_chunk = false;
             if let ReplicationState::Snapshot {
@@ -565,6 +588,7 @@ impl Raft {
         self.pending_append = false;
         self.pending_commit = false;
         self.pending_read_round = false;
+        self.commit_broadcast_due = false;
         self.heartbeat_elapsed = 0;
     }
 

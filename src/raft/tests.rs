@@ -399,6 +399,9 @@ fn proposals_between_readies_are_batched() {
             .expect("leader");
     }
     net.deliver_all();
+    // The followers learn the last commit index at the leader's next tick.
+    net.tick(1, 1);
+    net.deliver_all();
     let appends: Vec<usize> = net
         .sent
         .iter()
@@ -536,7 +539,47 @@ fn leadership_transfer() {
     net.deliver_all();
     assert_eq!(net.leaders(), vec![3]);
     net.propose(3, b"c");
+    net.tick(3, 1);
+    net.deliver_all();
     assert_eq!(data_of(&net.applied[&1]), vec![&b"a"[..], b"c"]);
+}
+
+/// A follower that nothing else tells learns a new commit index at the leader's next tick,
+/// from a commit-only Append (or the heartbeat, when the tick is one's), one message per
+/// follower however many commits came before it; an Append carrying entries tells it sooner.
+#[test]
+fn idle_followers_learn_the_commit_at_the_next_tick() {
+    let told = |net: &Net, to: NodeId| {
+        net.count_sent(|m| {
+            m.to == to
+                && match &m.body {
+                    MessageBody::Append { entries, .. } => entries.is_empty(),
+                    MessageBody::Heartbeat { .. } => true,
+                    _ => false,
+                }
+        })
+    };
+    let mut net = Net::new(3);
+    net.elect(1);
+    net.tick(1, 1);
+    net.deliver_all();
+    net.sent.clear();
+    net.propose(1, b"a");
+    net.propose(1, b"b");
+    assert_eq!(data_of(&net.applied[&1]), vec![&b"a"[..], b"b"]);
+    // "b"'s Append carried "a"'s commit; nothing has told them "b" is committed yet.
+    assert_eq!(data_of(&net.applied[&2]), vec![&b"a"[..]]);
+    assert_eq!(told(&net, 2), 0);
+    net.tick(1, 1);
+    net.deliver_all();
+    for follower in [2, 3] {
+        assert_eq!(data_of(&net.applied[&follower]), vec![&b"a"[..], b"b"]);
+        assert_eq!(told(&net, follower), 1);
+    }
+    // Nothing new committed: the next tick (not a heartbeat's) sends nothing.
+    net.tick(1, 1);
+    net.deliver_all();
+    assert_eq!(told(&net, 2), 1);
 }
 
 /// Raft §5.2 (Figure 2, "persistent state"): a vote is promised only after it is durable.
