@@ -23,6 +23,7 @@
 //! tick_ms = 10
 //! election_ticks = 100
 //! heartbeat_ticks = 10
+//! lease_reads = true                # leaders answer reads from a lease (false: a round each)
 //!
 //! [kv]
 //! max_raft_state_bytes = 67108864
@@ -65,6 +66,11 @@ pub struct RaftSection {
     pub election_ticks: u32,
     /// Heartbeat interval in ticks.
     pub heartbeat_ticks: u32,
+    /// Leaders answer linearizable reads from a lease, with no heartbeat round while a quorum
+    /// acknowledged one within the last 4/5 of an election timeout (TiKV's default; it assumes
+    /// clocks that run at about the same rate). False: every read takes a round (ReadIndex,
+    /// etcd's default).
+    pub lease_reads: bool,
 }
 
 impl Default for RaftSection {
@@ -74,6 +80,7 @@ impl Default for RaftSection {
             tick_ms: 10,
             election_ticks: 100,
             heartbeat_ticks: 10,
+            lease_reads: true,
         }
     }
 }
@@ -283,6 +290,7 @@ impl NodeConfig {
         let mut raft = crate::raft::Config::new(self.node_id, 0, self.voters(), 0);
         raft.election_timeout_ticks = self.raft.election_ticks;
         raft.heartbeat_interval_ticks = self.raft.heartbeat_ticks;
+        raft.lease_reads = self.raft.lease_reads;
         let half_segment = usize::try_from(self.wal.segment_bytes / 2).unwrap_or(usize::MAX);
         raft.max_entry_bytes = raft.max_entry_bytes.min(half_segment);
         raft

@@ -212,6 +212,8 @@ struct CoreState {
     config: NodeConfig,
     cluster: u64,
     node: RefCell<CoreNode>,
+    /// The Raft tick's fixed deadlines: every group is ticked once per period that passed.
+    ticks: TickClock,
     core: Core<CoreMsg>,
     /// The core's log writer; taken at shutdown, after the last write completed.
     log: RefCell<Option<LogWriter>>,
@@ -231,6 +233,38 @@ struct CoreState {
     pump_scheduled: Cell<bool>,
     /// Inputs handled by a pump since it was scheduled.
     start: Instant,
+}
+
+/// The Raft tick on fixed deadlines (`start + n * period`), read on demand: whoever touches the
+/// core's groups first delivers the ticks that fell due, the tick task or an input. So Raft's
+/// time keeps up with real time through a busy or stalled core, which lease reads rely on: a
+/// leader checks its lease against ticks that are current when a read arrives, not against
+/// ticks that a stall kept from being delivered.
+struct TickClock {
+    period: Duration,
+    next_due: Cell<Instant>,
+}
+
+impl TickClock {
+    fn new(period: Duration) -> TickClock {
+        TickClock {
+            period,
+            next_due: Cell::new(Instant::now() + period),
+        }
+    }
+
+    /// Periods that passed since the last call (0 before the next deadline).
+    fn take_due(&self) -> u64 {
+        let now = Instant::now();
+        let due = self.next_due.get();
+        if now < due {
+            return 0;
+        }
+        let late = now.duration_since(due).as_nanos() / self.period.as_nanos().max(1);
+        let periods = late as u64 + 1;
+        self.next_due.set(due + self.period * (periods as u32));
+        periods
+    }
 }
 
 fn wall_ms() -> u64 {
@@ -282,12 +316,14 @@ async fn core_main(core: Core<CoreMsg>, config: NodeConfig) -> Result<(), Server
         .map_err(|e| ServerError(format!("core {me}: creating the WAL's eventfd: {e}")))?;
     log.register_eventfd(wal_events.raw_fd())
         .map_err(|e| ServerError(format!("core {me}: {e}")))?;
+    let tick_period = Duration::from_millis(config.raft.tick_ms);
     let state = Rc::new(CoreState {
         me,
         cores,
         cluster: cluster_hash(&config.cluster_id),
         config,
         node: RefCell::new(node),
+        ticks: TickClock::new(tick_period),
         core,
         log: RefCell::new(Some(log)),
         links: RefCell::new(HashMap::new()),
@@ -356,11 +392,9 @@ async fn core_main(core: Core<CoreMsg>, config: NodeConfig) -> Result<(), Server
     let tick_task = {
         let state = state.clone();
         shardcore_io::spawn(async move {
-            let mut ticker =
-                shardcore_io::Ticker::new(Duration::from_millis(state.config.raft.tick_ms));
             loop {
-                ticker.tick().await;
-                state.node.borrow_mut().tick(wall_ms());
+                shardcore_io::sleep_until(state.ticks.next_due.get()).await;
+                drop(state.node_now());
                 state.schedule_pump();
             }
         })
@@ -485,6 +519,21 @@ impl CoreState {
         .detach();
     }
 
+    /// The core's groups, ticked first for every tick period that passed: every input goes
+    /// through here, so a lease read is checked against current ticks.
+    fn node_now(self: &Rc<Self>) -> std::cell::RefMut<'_, CoreNode> {
+        let due = self.ticks.take_due();
+        let mut node = self.node.borrow_mut();
+        if due > 0 {
+            let now = wall_ms();
+            for _ in 0..due {
+                node.tick(now);
+            }
+            self.schedule_pump();
+        }
+        node
+    }
+
     /// Submits what the log writer has queued and hands what became durable to the core.
     fn drive_log(self: &Rc<Self>) {
         let durable = match self.log.borrow_mut().as_mut().map(LogWriter::drive) {
@@ -495,7 +544,7 @@ impl CoreState {
         let Some(ticket) = durable.ticket else {
             return;
         };
-        let mut node = self.node.borrow_mut();
+        let mut node = self.node_now();
         node.persisted(ticket);
         for group in durable.pinning {
             node.request_snapshot(group);
@@ -826,13 +875,11 @@ impl CoreState {
                 group,
                 request,
             } => {
-                self.node
-                    .borrow_mut()
-                    .on_hosted_request(group, token, request);
+                self.node_now().on_hosted_request(group, token, request);
             }
             CoreMsg::Reply { token, response } => self.deliver_reply(token, &response),
             CoreMsg::Raft(messages) => {
-                let mut node = self.node.borrow_mut();
+                let mut node = self.node_now();
                 for message in messages {
                     node.step(message);
                 }
@@ -969,9 +1016,7 @@ impl CoreState {
         self.tokens.borrow_mut().insert(token, (conn_id, id));
         let owner = core_of_group(group, self.cores);
         if owner == self.me {
-            self.node
-                .borrow_mut()
-                .on_hosted_request(group, token, request);
+            self.node_now().on_hosted_request(group, token, request);
             return;
         }
         let msg = CoreMsg::Request {
@@ -1027,7 +1072,7 @@ impl CoreState {
             }
             let mut elsewhere: HashMap<usize, Vec<Message>> = HashMap::new();
             {
-                let mut node = self.node.borrow_mut();
+                let mut node = self.node_now();
                 for message in messages.drain(..) {
                     if message.from != from || message.to != self.config.node_id {
                         continue;

@@ -23,6 +23,13 @@ pub struct Config {
     /// A leader steps down when it has not heard from a quorum for an election timeout (thesis
     /// §6.2), and voters ignore campaigns while they hear from a leader.
     pub check_quorum: bool,
+    /// Leader lease reads (thesis §6.4.1, TiKV's default): a leader answers a read at once, with
+    /// no heartbeat round, while a quorum acknowledged a heartbeat it sent less than
+    /// [`Config::lease_ticks`] ago. Safe because a voter that heard from a leader ignores
+    /// campaigns for an election timeout (`check_quorum`, required), and ticks track real time
+    /// (the caller ticks as many times as periods passed, and before answering a read). Off, or
+    /// without `check_quorum`: every read takes a heartbeat round (ReadIndex).
+    pub lease_reads: bool,
     /// Upper bound on the entry bytes in one Append (batching). One entry larger than this still
     /// travels alone.
     pub max_message_bytes: usize,
@@ -51,6 +58,7 @@ impl Config {
             heartbeat_interval_ticks: 10,
             pre_vote: true,
             check_quorum: true,
+            lease_reads: true,
             max_message_bytes: 1 << 20,
             max_inflight_messages: 256,
             snapshot_chunk_bytes: 1 << 20,
@@ -58,6 +66,19 @@ impl Config {
             max_apply_bytes: 16 << 20,
             seed,
         }
+    }
+
+    /// How long a quorum's acknowledgement of a heartbeat lets the leader answer reads, counted
+    /// from the heartbeat's sending: 0 when lease reads are off. A voter that acknowledged it
+    /// ignores campaigns for `election_timeout_ticks` of its own ticks after receiving it (and a
+    /// leader elected without it needs it); the lease ends a fifth earlier, less one tick for the
+    /// phase of two ticking clocks, which covers clock rate differences far beyond real ones.
+    pub fn lease_ticks(&self) -> u64 {
+        if !self.lease_reads || !self.check_quorum {
+            return 0;
+        }
+        let timeout = u64::from(self.election_timeout_ticks);
+        (timeout - timeout / 5).saturating_sub(1)
     }
 
     /// Checks every bound; a node is only built from a valid config.
@@ -90,6 +111,7 @@ impl Config {
         if self.max_apply_bytes == 0 {
             return bad("max_apply_bytes must be at least 1");
         }
+
         Ok(())
     }
 }

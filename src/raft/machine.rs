@@ -68,8 +68,23 @@ pub struct Raft {
     transferee: NodeId,
     transfer_elapsed: u32,
 
-    /// Leader: the newest ReadIndex round handed out (monotonic across terms).
+    /// Leader: the newest ReadIndex round handed out (monotonic across terms). Every heartbeat
+    /// broadcast is a round of its own, so an acknowledgement dates the heartbeat it answers.
     read_round: u64,
+    /// Ticks since this member started (every role); lease times are counted in them.
+    ticks: u64,
+    /// This member restarted with state (a term): it may have acknowledged a heartbeat just
+    /// before, so with lease reads it ignores campaigns for its first election timeout.
+    restarted: bool,
+    /// Leader: the tick each round not yet confirmed by a quorum was broadcast at, oldest
+    /// first (at most [`MAX_TRACKED_ROUNDS`]).
+    round_sent: VecDeque<(u64, u64)>,
+    /// Leader: when the newest round a quorum confirmed was broadcast: reads are answered at
+    /// once until `lease_from + cfg.lease_ticks()`.
+    lease_from: Option<u64>,
+    /// Leader: this term's leadership is being or was handed over (TimeoutNow sent). A transfer
+    /// campaign is honored inside a lease, so this leader answers no more reads from its lease.
+    lease_revoked: bool,
     pending_reads: VecDeque<PendingRead>,
     /// Leader: reads that arrived before the leader committed an entry of its own term (thesis
     /// §6.4 step 1: until then it does not know the commit index).
@@ -115,6 +130,11 @@ impl Raft {
             transferee: 0,
             transfer_elapsed: 0,
             read_round: 0,
+            ticks: 0,
+            restarted: restore.hard_state.term > 0,
+            round_sent: VecDeque::new(),
+            lease_from: None,
+            lease_revoked: false,
             pending_reads: VecDeque::new(),
             reads_before_commit: Vec::new(),
             incoming_snapshot: None,
@@ -187,6 +207,7 @@ impl Raft {
     // ----- inputs -----
 
     pub fn tick(&mut self) {
+        self.ticks += 1;
         if self.role == Role::Leader {
             self.tick_leader();
         } else {
@@ -313,6 +334,8 @@ impl Raft {
         self.transferee = to;
         self.transfer_elapsed = 0;
         // Thesis §3.10: bring the target up to date first, then tell it to campaign at once.
+        // A delayed TimeoutNow may start the target's campaign at any time later in this term.
+        self.lease_revoked = true;
         if self.progress[&to].match_index == self.log.last_index() {
             self.send(to, self.term, MessageBody::TimeoutNow);
         } else {
@@ -523,7 +546,13 @@ impl Raft {
 
     fn broadcast_heartbeat(&mut self) {
         self.pending_read_round = false;
+        self.read_round += 1;
         let round = self.read_round;
+        if self.round_sent.len() >= MAX_TRACKED_ROUNDS {
+            // Unanswered for this long: dropping the oldest only ever shortens a lease.
+            self.round_sent.pop_front();
+        }
+        self.round_sent.push_back((round, self.ticks));
         for peer in self.peers() {
             let pr = self
                 .progress
@@ -590,6 +619,9 @@ impl Raft {
         self.pending_read_round = false;
         self.commit_broadcast_due = false;
         self.heartbeat_elapsed = 0;
+        self.round_sent.clear();
+        self.lease_from = None;
+        self.lease_revoked = false;
     }
 
     fn campaign(&mut self, reason: CampaignReason) {
@@ -721,6 +753,13 @@ impl Raft {
             let in_lease = self.cfg.check_quorum
                 && self.leader != 0
                 && self.election_elapsed < self.cfg.election_timeout_ticks;
+            // With lease reads, a member that restarted may have acknowledged a leader's
+            // heartbeat just before: it ignores campaigns for its first election timeout too,
+            // or a leader could still be answering reads from a lease it helped grant.
+            let just_started = self.restarted
+                && self.cfg.lease_ticks() > 0
+                && self.ticks < u64::from(self.cfg.election_timeout_ticks);
+            let in_lease = in_lease || (self.cfg.check_quorum && just_started);
             if in_lease && reason == CampaignReason::Timeout {
                 return false;
             }
@@ -1159,18 +1198,33 @@ impl Raft {
             return;
         }
         let index = self.log.committed;
-        if self.cfg.voters.len() == 1 {
+        if self.cfg.voters.len() == 1 || self.in_lease() {
             self.answer_read(context, from, index);
             return;
         }
-        self.read_round += 1;
+        // The next broadcast is the read's round: its acknowledgement by a quorum confirms
+        // leadership after the read arrived.
         self.pending_reads.push_back(PendingRead {
-            round: self.read_round,
+            round: self.read_round + 1,
             index,
             context,
             from,
         });
         self.pending_read_round = true;
+    }
+
+    /// Thesis §6.4.1: a quorum acknowledged a heartbeat sent less than a lease ago, and each of
+    /// those voters ignores campaigns for an election timeout after receiving it, so no other
+    /// leader can exist yet and this one's commit index covers every acknowledged write.
+    fn in_lease(&self) -> bool {
+        let lease = self.cfg.lease_ticks();
+        lease > 0
+            && self.role == Role::Leader
+            && !self.lease_revoked
+            && self.transferee == 0
+            && self
+                .lease_from
+                .is_some_and(|from| self.ticks < from + lease)
     }
 
     /// Releases every read whose round a quorum (this leader included) has acknowledged: an
@@ -1184,6 +1238,15 @@ impl Raft {
         acked.push(u64::MAX);
         acked.sort_unstable_by(|a, b| b.cmp(a));
         let confirmed = acked[self.quorum() - 1];
+        while let Some(&(round, sent)) = self.round_sent.front() {
+            if round > confirmed {
+                break;
+            }
+            if round == confirmed {
+                self.lease_from = Some(self.lease_from.map_or(sent, |from| from.max(sent)));
+            }
+            self.round_sent.pop_front();
+        }
         while self
             .pending_reads
             .front()
@@ -1206,6 +1269,11 @@ impl Raft {
         }
     }
 }
+
+/// Heartbeat rounds a leader remembers the sending tick of, waiting for a quorum's answer:
+/// more than an election timeout's worth of heartbeats and read rounds (a leader that heard
+/// nothing for an election timeout steps down).
+const MAX_TRACKED_ROUNDS: usize = 4096;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Tally {

@@ -177,6 +177,14 @@ impl Net {
         index
     }
 
+    /// Asks `id` for a read (it must think it leads, or know a leader), handling its Ready.
+    fn ask_read(&mut self, id: NodeId, context: &'static [u8]) {
+        self.node(id)
+            .read_index(Bytes::from_static(context))
+            .expect("leader or knows one");
+        self.drain(id);
+    }
+
     fn count_sent(&self, pred: impl Fn(&Message) -> bool) -> usize {
         self.sent.iter().filter(|m| pred(m)).count()
     }
@@ -261,7 +269,9 @@ fn leader_counts_itself_only_when_durable_and_commits_only_current_term() {
     // Nodes 1 and 2 hold an entry of term 2 at index 2 that node 3 lacks.
     let mut net = Net::with(
         3,
-        |_| {},
+        // Restarted members (term 2) with lease reads ignore campaigns for an election
+        // timeout; this test is about counting, so it elects at once without them.
+        |c| c.lease_reads = false,
         |id| {
             let mut entries = vec![Entry {
                 term: 1,
@@ -346,7 +356,8 @@ fn fast_backup_skips_whole_terms() {
     };
     let mut net = Net::with(
         3,
-        |_| {},
+        // As above: restarted members, elected at once.
+        |c| c.lease_reads = false,
         |id| match id {
             3 => Restore {
                 hard_state: HardState {
@@ -495,7 +506,7 @@ fn install_snapshot_in_chunks() {
 /// the leader and (forwarded) on a follower; a leader cut from its quorum answers none.
 #[test]
 fn read_index_confirms_leadership() {
-    let mut net = Net::new(3);
+    let mut net = Net::with(3, |c| c.lease_reads = false, |_| Restore::default());
     net.elect(1);
     let index = net.propose(1, b"w");
     net.node(1)
@@ -512,16 +523,106 @@ fn read_index_confirms_leadership() {
     assert_eq!(r2.len(), 1);
     assert!(r2[0].index >= index);
     net.isolate(1);
-    net.node(1)
-        .read_index(Bytes::from_static(b"r3"))
-        .expect("still thinks it leads");
+    net.ask_read(1, b"r3");
     net.deliver_all();
     net.tick(1, 3);
     net.deliver_all();
+    assert_eq!(net.reads[&1].len(), 1, "no quorum, no read");
+}
+
+/// Thesis §6.4.1: once a quorum acknowledged a heartbeat, the leader answers reads at once, with
+/// no round, also when cut off, but only until the lease (7 ticks here: an election timeout of
+/// 10, less a fifth, less one) has run from that heartbeat's sending; then a read waits for a
+/// round that a leader without its quorum never completes.
+#[test]
+fn lease_reads_answer_at_once_until_the_lease_ends() {
+    let mut net = Net::new(3);
+    net.elect(1);
+    let index = net.propose(1, b"w");
+    net.tick(1, 2);
+    net.deliver_all();
+    net.sent.clear();
+    net.ask_read(1, b"r1");
+    assert_eq!(net.reads[&1].len(), 1, "answered from the lease");
+    assert!(net.reads[&1][0].index >= index);
+    assert_eq!(
+        net.count_sent(|m| matches!(m.body, MessageBody::Heartbeat { .. })),
+        0,
+        "no round for a lease read"
+    );
+    net.isolate(1);
+    net.ask_read(1, b"r2");
     assert_eq!(
         net.reads[&1].len(),
-        1,
-        "a leader without a quorum must not answer reads"
+        2,
+        "inside its lease a cut-off leader still answers"
+    );
+    net.tick(1, 7);
+    net.deliver_all();
+    if net.node(1).is_leader() {
+        net.ask_read(1, b"r3");
+        net.deliver_all();
+        net.tick(1, 1);
+        net.deliver_all();
+    }
+    assert_eq!(
+        net.reads[&1].len(),
+        2,
+        "a lease ends, and no quorum confirms a round"
+    );
+}
+
+/// A leader that began handing over leadership answers no more reads from its lease: the
+/// target's campaign is honored inside leases.
+#[test]
+fn a_transfer_ends_the_lease() {
+    let mut net = Net::new(3);
+    net.elect(1);
+    net.propose(1, b"w");
+    net.tick(1, 2);
+    net.deliver_all();
+    net.cut.insert((1, 3));
+    net.node(1).transfer_leader(3).expect("leader");
+    net.ask_read(1, b"r");
+    assert!(
+        net.reads.get(&1).is_none_or(|r| r.is_empty()),
+        "no lease read once a transfer began"
+    );
+    // A round confirmed by node 2 still answers it.
+    net.deliver_all();
+    assert_eq!(net.reads[&1].len(), 1);
+}
+
+/// With lease reads, a member that restarted with state ignores campaigns for its first
+/// election timeout (it may have just acknowledged a leader's heartbeat); a fresh cluster and
+/// members past that window elect as usual.
+#[test]
+fn restarted_members_ignore_campaigns_for_an_election_timeout() {
+    let restarted = |_| Restore {
+        hard_state: HardState {
+            term: 2,
+            vote: 0,
+            commit: 0,
+        },
+        snapshot: None,
+        entries: Vec::new(),
+    };
+    let mut net = Net::with(3, |_| {}, restarted);
+    net.tick(1, 20);
+    net.deliver_all();
+    assert!(
+        !net.node(1).is_leader(),
+        "voters inside their first election timeout"
+    );
+    net.tick_all(40);
+    assert_eq!(net.leaders().len(), 1, "elected once the windows passed");
+
+    let mut net = Net::with(3, |c| c.lease_reads = false, restarted);
+    net.tick(1, 20);
+    net.deliver_all();
+    assert!(
+        net.node(1).is_leader(),
+        "without lease reads there is no window"
     );
 }
 
