@@ -26,6 +26,8 @@
 #             (default /tmp/bench-vs-etcd-<UTC time>)
 # Env knobs: DURATION, WARMUP (override the mode's), CELLS ("PUTFRAC:CLIENTS ...", default
 #   "1.0:1 1.0:16 1.0:64 1.0:256 0.1:64 0.1:256"), SHARDCORE_CORES (cores per node; default the CPUs shared out among the 3 nodes, at least 1),
+#   SHARDCORE_READ_INDEX=1 (shardcore's reads take a heartbeat round, as etcd's do, instead of
+#   the default leader lease),
 #   SHARDCORE_PORT (7201: clients on 7201-7203, peers from 7301), PEERS (../shared/peers),
 #   PEERS_DIR (/tmp/peers, etcd's data), ETCD_BENCH (a built etcd-bench; else it is built
 #   into ETCD_BENCH_TARGET, default ~/.cache/shardcore/etcd-bench-target, since the peers'
@@ -92,6 +94,7 @@ ETCD_BENCH = os.environ["ETCD_BENCH"]
 DURATION, WARMUP = int(os.environ["DURATION"]), int(os.environ["WARMUP"])
 CELLS = [(float(c.split(":")[0]), int(c.split(":")[1])) for c in os.environ["CELLS"].split()]
 PORT, CORES = int(os.environ["SHARDCORE_PORT"]), os.environ["SHARDCORE_CORES"]
+READ_INDEX = ["--read-index"] if os.environ.get("SHARDCORE_READ_INDEX", "0") == "1" else []
 PEERS_DIR = os.environ.get("PEERS_DIR", "/tmp/peers")
 LIMIT = DURATION + WARMUP + 120
 TICK = os.sysconf("SC_CLK_TCK")
@@ -223,7 +226,7 @@ def shardcore_phase():
     subprocess.run(["rm", "-rf", data], check=True)
     cluster = subprocess.Popen(
         [os.path.join(BIN, "shardcore"), "cluster", "local", "--base-port", str(PORT), "--data-dir", data,
-         "--cores", CORES, "--log-level", "warn"],
+         "--cores", CORES, "--log-level", "warn", *READ_INDEX],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         pids, deadline = [], time.time() + 60
@@ -282,7 +285,8 @@ etcd = etcd_phase()
 shardcore = shardcore_phase()
 rows = [
     f"bench-vs-etcd: {started}, {os.cpu_count()} CPUs, load average {load_before} at start, "
-    f"{DURATION} s measured + {WARMUP} s warm-up per cell",
+    f"{DURATION} s measured + {WARMUP} s warm-up per cell; etcd's reads: ReadIndex; shardcore's: "
+    + ("ReadIndex (--read-index)" if READ_INDEX else "leader lease (its default)"),
     "",
     "| workload | clients | etcd ops/s | etcd p50 ms | etcd p99 ms | etcd CPU µs/op (servers / bench) "
     "| shardcore ops/s | shardcore p50 ms | shardcore p99 ms | shardcore CPU µs/op (servers / bench) "

@@ -66,6 +66,8 @@ impl LocalServers {
             shards: args.shards,
             seconds: None,
             log_level: "warn".to_string(),
+            // The nodes' default: reads from the leader's lease.
+            read_index: false,
         };
         let mut servers = LocalServers {
             children: Vec::new(),

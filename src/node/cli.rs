@@ -56,6 +56,10 @@ pub struct ServerArgs {
     /// Do not bind cores to CPUs (for several nodes on one machine).
     #[arg(long)]
     pub no_pin: bool,
+    /// Every linearizable read takes a heartbeat round (ReadIndex) instead of being answered
+    /// from the leader's lease (`raft.lease_reads = false`).
+    #[arg(long)]
+    pub read_index: bool,
     /// error, warn, info, debug or trace.
     #[arg(long)]
     pub log_level: Option<String>,
@@ -118,6 +122,9 @@ impl ServerArgs {
         }
         if self.no_pin {
             config.pin = false;
+        }
+        if self.read_index {
+            config.raft.lease_reads = false;
         }
         if let Some(v) = &self.log_level {
             config.log_level = v.clone();
@@ -258,6 +265,9 @@ pub struct LocalArgs {
     /// The servers' log level.
     #[arg(long, default_value = "info")]
     pub log_level: String,
+    /// Reads take a heartbeat round (ReadIndex, etcd's default) instead of the leader's lease.
+    #[arg(long)]
+    pub read_index: bool,
 }
 
 /// `shardcore cluster ...`.
@@ -281,6 +291,7 @@ pub fn cluster(command: ClusterCommand) -> ExitCode {
                 shards: args.shards,
                 seconds: args.seconds,
                 log_level: args.log_level,
+                read_index: args.read_index,
             };
             ExitCode::from(super::local::run(cluster))
         }

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::config::{NodeConfig, PeerConfig};
+use super::config::{NodeConfig, PeerConfig, RaftSection};
 
 /// What `cluster local` starts.
 #[derive(Clone, Debug)]
@@ -45,6 +45,8 @@ pub struct LocalCluster {
     pub seconds: Option<u64>,
     /// The servers' log level.
     pub log_level: String,
+    /// Reads take a heartbeat round instead of the leader's lease.
+    pub read_index: bool,
 }
 
 /// The configuration of node `id` of a local cluster.
@@ -69,6 +71,10 @@ pub fn node_config(cluster: &LocalCluster, id: u64) -> NodeConfig {
         shards: cluster.shards,
         sharded: cluster.sharded,
         log_level: cluster.log_level.clone(),
+        raft: RaftSection {
+            lease_reads: !cluster.read_index,
+            ..Default::default()
+        },
         peers: (1..=cluster.nodes)
             .filter(|&i| i != id)
             .map(|i| PeerConfig {
@@ -120,6 +126,9 @@ pub fn server_args(config: &NodeConfig) -> Vec<String> {
     }
     if config.sharded {
         args.push("--sharded".to_string());
+    }
+    if !config.raft.lease_reads {
+        args.push("--read-index".to_string());
     }
     for peer in &config.peers {
         args.push("--peer".to_string());
@@ -413,4 +422,40 @@ fn smoke_check(configs: &[NodeConfig], cluster: &LocalCluster) -> Result<String,
          elections)",
         started.elapsed().as_millis()
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(read_index: bool) -> LocalCluster {
+        LocalCluster {
+            nodes: 3,
+            base_port: 7001,
+            data_dir: PathBuf::from("/tmp/unused"),
+            cores: 1,
+            groups: 8,
+            sharded: false,
+            shards: 64,
+            seconds: None,
+            log_level: "warn".to_string(),
+            read_index,
+        }
+    }
+
+    /// `--read-index` reaches every node as `raft.lease_reads = false` and as the server's flag;
+    /// by default the nodes read from leases and are started without it.
+    #[test]
+    fn read_index_reaches_the_servers() {
+        for read_index in [false, true] {
+            let config = node_config(&cluster(read_index), 2);
+            assert_eq!(config.raft.lease_reads, !read_index);
+            assert_eq!(
+                config.raft.election_ticks,
+                RaftSection::default().election_ticks
+            );
+            let args = server_args(&config);
+            assert_eq!(args.iter().any(|a| a == "--read-index"), read_index);
+        }
+    }
 }
