@@ -53,7 +53,8 @@ pub async fn timeout<F: Future>(duration: Duration, future: F) -> Result<F::Outp
 ///
 /// [`Ticker::tick`] says how many periods passed since the previous tick returned: 1 normally,
 /// more when the core was busy past a deadline. Raft's caller ticks its groups that many times
-/// (or caps it) so that its timeouts keep meaning wall-clock time.
+/// so that its timeouts keep meaning wall-clock time. [`Ticker::take_due`] asks the same without
+/// waiting, so an input can deliver the ticks that fell due before it is handled.
 #[derive(Debug)]
 pub struct Ticker {
     period: Duration,
@@ -75,16 +76,35 @@ impl Ticker {
         self.period
     }
 
+    /// When the next tick is due.
+    pub fn next_deadline(&self) -> Instant {
+        self.next
+    }
+
     /// Waits for the next deadline and returns how many periods have passed since the last
-    /// tick (at least 1).
+    /// tick (at least 1). Ticks already taken by [`Ticker::take_due`] are not counted again.
     pub async fn tick(&mut self) -> u64 {
-        sleep_until(self.next).await;
-        let late = Instant::now().saturating_duration_since(self.next);
-        let periods = 1 + late.as_nanos() / self.period.as_nanos();
+        loop {
+            sleep_until(self.next).await;
+            let periods = self.take_due();
+            if periods > 0 {
+                return periods;
+            }
+        }
+    }
+
+    /// How many periods have passed since the last tick, without waiting: 0 before the next
+    /// deadline. Counts them as taken, as [`Ticker::tick`] does.
+    pub fn take_due(&mut self) -> u64 {
+        let now = Instant::now();
+        if now < self.next {
+            return 0;
+        }
+        let periods = 1 + now.duration_since(self.next).as_nanos() / self.period.as_nanos();
         self.next = match u32::try_from(periods) {
             Ok(whole) => self.next + self.period * whole,
             // Billions of periods late (a suspended machine): start over from now.
-            Err(_) => Instant::now() + self.period,
+            Err(_) => now + self.period,
         };
         u64::try_from(periods).unwrap_or(u64::MAX)
     }

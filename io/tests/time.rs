@@ -39,6 +39,30 @@ fn ticker_ticks_on_fixed_deadlines() {
     println!("ticks: {periods:?} in {five_ticks:?}; after a 35 ms stall: {after_stall}");
 }
 
+/// `take_due` counts the periods that fell due without waiting (0 before a deadline, at least 3
+/// after a 350 ms stall of 100 ms periods), takes them, and `tick` then counts only later ones.
+#[test]
+fn take_due_delivers_what_fell_due_without_waiting() {
+    let results = run_cores(1, 4, |_core: Core<()>| async move {
+        let mut ticker = Ticker::new(Duration::from_secs(3600));
+        let before_any = ticker.take_due();
+        let mut ticker = Ticker::new(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(350));
+        let after_stall = ticker.take_due();
+        let again = ticker.take_due();
+        let next = ticker.tick().await;
+        (before_any, after_stall, again, next)
+    });
+    let (before_any, after_stall, again, next) = results[0];
+    assert_eq!(before_any, 0, "nothing is due before the first deadline");
+    assert!(
+        after_stall >= 3,
+        "{after_stall} periods after a 35 ms stall"
+    );
+    assert_eq!(again, 0, "taken periods are not counted twice");
+    assert!(next >= 1);
+}
+
 /// A future slower than its timeout is cut off with `Elapsed`; a fast one passes its output.
 #[test]
 fn timeout_cuts_off_the_slow_and_passes_the_fast() {

@@ -212,8 +212,11 @@ struct CoreState {
     config: NodeConfig,
     cluster: u64,
     node: RefCell<CoreNode>,
-    /// The Raft tick's fixed deadlines: every group is ticked once per period that passed.
-    ticks: TickClock,
+    /// The Raft tick on fixed deadlines, read on demand: whoever touches the core's groups
+    /// first delivers the ticks that fell due, the tick task or an input ([`CoreState::node_now`]).
+    /// So Raft's time keeps up with real time through a busy or stalled core, which lease reads
+    /// rely on: a leader checks its lease against ticks that are current when a read arrives.
+    ticks: RefCell<shardcore_io::Ticker>,
     core: Core<CoreMsg>,
     /// The core's log writer; taken at shutdown, after the last write completed.
     log: RefCell<Option<LogWriter>>,
@@ -233,38 +236,6 @@ struct CoreState {
     pump_scheduled: Cell<bool>,
     /// Inputs handled by a pump since it was scheduled.
     start: Instant,
-}
-
-/// The Raft tick on fixed deadlines (`start + n * period`), read on demand: whoever touches the
-/// core's groups first delivers the ticks that fell due, the tick task or an input. So Raft's
-/// time keeps up with real time through a busy or stalled core, which lease reads rely on: a
-/// leader checks its lease against ticks that are current when a read arrives, not against
-/// ticks that a stall kept from being delivered.
-struct TickClock {
-    period: Duration,
-    next_due: Cell<Instant>,
-}
-
-impl TickClock {
-    fn new(period: Duration) -> TickClock {
-        TickClock {
-            period,
-            next_due: Cell::new(Instant::now() + period),
-        }
-    }
-
-    /// Periods that passed since the last call (0 before the next deadline).
-    fn take_due(&self) -> u64 {
-        let now = Instant::now();
-        let due = self.next_due.get();
-        if now < due {
-            return 0;
-        }
-        let late = now.duration_since(due).as_nanos() / self.period.as_nanos().max(1);
-        let periods = late as u64 + 1;
-        self.next_due.set(due + self.period * (periods as u32));
-        periods
-    }
 }
 
 fn wall_ms() -> u64 {
@@ -323,7 +294,7 @@ async fn core_main(core: Core<CoreMsg>, config: NodeConfig) -> Result<(), Server
         cluster: cluster_hash(&config.cluster_id),
         config,
         node: RefCell::new(node),
-        ticks: TickClock::new(tick_period),
+        ticks: RefCell::new(shardcore_io::Ticker::new(tick_period)),
         core,
         log: RefCell::new(Some(log)),
         links: RefCell::new(HashMap::new()),
@@ -393,7 +364,8 @@ async fn core_main(core: Core<CoreMsg>, config: NodeConfig) -> Result<(), Server
         let state = state.clone();
         shardcore_io::spawn(async move {
             loop {
-                shardcore_io::sleep_until(state.ticks.next_due.get()).await;
+                let next = state.ticks.borrow().next_deadline();
+                shardcore_io::sleep_until(next).await;
                 drop(state.node_now());
                 state.schedule_pump();
             }
@@ -522,7 +494,7 @@ impl CoreState {
     /// The core's groups, ticked first for every tick period that passed: every input goes
     /// through here, so a lease read is checked against current ticks.
     fn node_now(self: &Rc<Self>) -> std::cell::RefMut<'_, CoreNode> {
-        let due = self.ticks.take_due();
+        let due = self.ticks.borrow_mut().take_due();
         let mut node = self.node.borrow_mut();
         if due > 0 {
             let now = wall_ms();
