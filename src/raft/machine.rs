@@ -1218,10 +1218,10 @@ impl Raft {
     /// leader can exist yet and this one's commit index covers every acknowledged write.
     fn in_lease(&self) -> bool {
         let lease = self.cfg.lease_ticks();
+        // `lease_revoked` is set with every transfer (`transferee`) and lasts the term.
         lease > 0
             && self.role == Role::Leader
             && !self.lease_revoked
-            && self.transferee == 0
             && self
                 .lease_from
                 .is_some_and(|from| self.ticks < from + lease)
