@@ -28,6 +28,10 @@
 #   "1.0:1 1.0:16 1.0:64 1.0:256 0.1:64 0.1:256"), SHARDCORE_CORES (cores per node; default the CPUs shared out among the 3 nodes, at least 1),
 #   SHARDCORE_READ_INDEX=1 (shardcore's reads take a heartbeat round, as etcd's do, instead of
 #   the default leader lease),
+#   BENCH_CORES (shardcore-bench's generator cores, default 1: one connection per node, every
+#   request pipelined on it), ETCD_CONNS (etcd-bench's gRPC connections, spread over the
+#   members; default etcd-bench's own, one per client, as the issue's etcd table was measured;
+#   3 gives etcd what shardcore-bench uses, one per member, requests multiplexed on it),
 #   SHARDCORE_PORT (7201: clients on 7201-7203, peers from 7301), PEERS (../shared/peers),
 #   PEERS_DIR (/tmp/peers, etcd's data), ETCD_BENCH (a built etcd-bench; else it is built
 #   into ETCD_BENCH_TARGET, default ~/.cache/shardcore/etcd-bench-target, since the peers'
@@ -86,6 +90,7 @@ export ROOT PEERS BIN ETCD_BENCH OUT DURATION WARMUP QUICK
 export CELLS=${CELLS:-"1.0:1 1.0:16 1.0:64 1.0:256 0.1:64 0.1:256"}
 nodes_share=$(( $(nproc) / 3 )); [ "$nodes_share" -ge 1 ] || nodes_share=1
 export SHARDCORE_CORES=${SHARDCORE_CORES:-$nodes_share} SHARDCORE_PORT=${SHARDCORE_PORT:-7201}
+export BENCH_CORES=${BENCH_CORES:-1} ETCD_CONNS=${ETCD_CONNS:-}
 exec python3 - <<'PY'
 import os, re, signal, subprocess, sys, time
 
@@ -96,6 +101,7 @@ CELLS = [(float(c.split(":")[0]), int(c.split(":")[1])) for c in os.environ["CEL
 PORT, CORES = int(os.environ["SHARDCORE_PORT"]), os.environ["SHARDCORE_CORES"]
 READ_INDEX = ["--read-index"] if os.environ.get("SHARDCORE_READ_INDEX", "0") == "1" else []
 PEERS_DIR = os.environ.get("PEERS_DIR", "/tmp/peers")
+BENCH_CORES, ETCD_CONNS = os.environ["BENCH_CORES"], os.environ["ETCD_CONNS"]
 LIMIT = DURATION + WARMUP + 120
 TICK = os.sysconf("SC_CLK_TCK")
 results_file = open(os.path.join(OUT, "results.txt"), "a")
@@ -151,6 +157,8 @@ def workload(put_frac):
 def run_etcd_cell(put_frac, clients, pids):
     cmd = [ETCD_BENCH, "--clients", str(clients), "--mix", str(put_frac), "--duration", str(DURATION),
            "--warmup", str(WARMUP), "--compact", "--progress"]
+    if ETCD_CONNS:
+        cmd += ["--conns", ETCD_CONNS]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     window, first_second_ops, deadline = None, 0, time.time() + LIMIT
     # The CPU window opens at the first progress tick (1 s into the measured phase), so neither
@@ -185,7 +193,8 @@ def run_shardcore_cell(put_frac, clients, servers, pids):
     report = os.path.join(OUT, f"shardcore-{'put' if put_frac >= 1 else 'get90'}-{clients}")
     cmd = [os.path.join(BIN, "shardcore-bench"), "--servers", servers, "--clients", str(clients),
            "--workload", "put", "--read-fraction", f"{1 - put_frac:.6f}", "--duration", str(DURATION),
-           "--warmup", str(WARMUP), "--server-pids", ",".join(map(str, pids)), "--out", report, "--quiet"]
+           "--warmup", str(WARMUP), "--server-pids", ",".join(map(str, pids)), "--out", report, "--quiet",
+           "--cores", BENCH_CORES]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     window = Window(pids, proc.pid)
     try:
@@ -286,7 +295,10 @@ shardcore = shardcore_phase()
 rows = [
     f"bench-vs-etcd: {started}, {os.cpu_count()} CPUs, load average {load_before} at start, "
     f"{DURATION} s measured + {WARMUP} s warm-up per cell; etcd's reads: ReadIndex; shardcore's: "
-    + ("ReadIndex (--read-index)" if READ_INDEX else "leader lease (its default)"),
+    + ("ReadIndex (--read-index)" if READ_INDEX else "leader lease (its default)")
+    + "; connections: etcd-bench "
+    + (f"{ETCD_CONNS} (--conns), requests multiplexed" if ETCD_CONNS else "one per client (its default)")
+    + f"; shardcore-bench {BENCH_CORES} per node (--cores {BENCH_CORES}), requests pipelined",
     "",
     "| workload | clients | etcd ops/s | etcd p50 ms | etcd p99 ms | etcd CPU µs/op (servers / bench) "
     "| shardcore ops/s | shardcore p50 ms | shardcore p99 ms | shardcore CPU µs/op (servers / bench) "
