@@ -16,7 +16,9 @@
 # Usage: scripts/crash-restart.sh [--sharded] [ITERATIONS] [NODES]     (defaults: 20, 3)
 # Env:   SEED (default: the time), SECONDS_PER_ITERATION (default 6), CLIENTS (default 8),
 #        SHARDS (with --sharded; default 16), KEEP=1 keeps the data directory,
-#        SHARDCORE=path to a built binary.
+#        SHARDCORE=path to a built binary, PREFERRED_LEADER (the node that leads every group
+#        once up and caught up, as `cluster local` sets; default 1, 0: none; node 1's crashes
+#        then move leadership away and its restarts hand it back).
 # Exit:  0 when no acknowledged write was lost and every history is linearizable; 1 otherwise.
 set -euo pipefail
 
@@ -82,6 +84,7 @@ start_node() {
     "$SHARDCORE" server --node-id "$i" --client-addr "$(client_addr "$i")" \
         --peer-addr "$(peer_addr "$i")" --data-dir "$dir/node-$i" --cores 1 --no-pin \
         --groups "$groups" "${server_mode[@]}" --log-level warn "${args[@]}" \
+        --preferred-leader "${PREFERRED_LEADER:-1}" \
         >>"$dir/node-$i.log" 2>&1 &
     pids[$i]=$!
 }

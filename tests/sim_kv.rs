@@ -418,6 +418,24 @@ fn snapshot_unreliable_recover_concurrent_partition_linearizable() {
     );
 }
 
+/// The every-fault linearizable scenario with a preferred leader (`raft.preferred_leader`,
+/// which `cluster local` sets): leadership keeps being handed back to it after partitions and
+/// crashes, and the history must stay linearizable through the hand-overs.
+#[test]
+fn preferred_leader_every_fault_linearizable() {
+    run_seeds(
+        "preferred_leader_every_fault_linearizable",
+        KV_SEEDS,
+        |seed| {
+            let scenario = named("snapshot_unreliable_recover_concurrent_partition_linearizable");
+            let mut cfg = sim_config(seed, scenario.nodes);
+            cfg.raft.preferred_leader = 1 + seed % scenario.nodes as u64;
+            let c = kv_lab::run(cfg, scenario).unwrap_or_else(|e| panic!("{e}"));
+            check_history(&c);
+        },
+    );
+}
+
 /// Lab 4A Speed: 1000 appends one after another. The lab allows 33 ms each (a third of a
 /// heartbeat interval); a write here costs a round trip and a disk write, far less. Virtual
 /// time, so the bound is deterministic, not a wall-clock threshold.

@@ -1174,6 +1174,49 @@ fn reads_are_linearizable(name: &str, lease_reads: bool) {
     });
 }
 
+/// `preferred_leader`: the group ends up led by the preferred member; cut off, it loses the
+/// group to the others, who go on committing; back and caught up, it leads again, and every
+/// command committed on the way is kept.
+#[test]
+fn the_preferred_leader_leads_and_comes_back_after_a_partition() {
+    run_seeds(
+        "the_preferred_leader_leads_and_comes_back_after_a_partition",
+        DEFAULT_SEEDS,
+        |seed| {
+            let n = 3;
+            let preferred = 1 + seed % n as u64;
+            let mut cfg = sim_config(seed, n);
+            cfg.raft.preferred_leader = preferred;
+            let mut c = Cluster::new(cfg);
+            let mut r = rng(seed, "test");
+            c.one(G, random(&mut r), n, true);
+            // A hand-over happens at the end of a check period (an election timeout) in which
+            // the leader heard from the preferred member.
+            c.run_for(3 * LAB_ELECTION_TIMEOUT_MS);
+            assert_eq!(
+                c.check_one_leader(G),
+                preferred,
+                "the preferred member leads"
+            );
+            let others: Vec<NodeId> = (1..=n as NodeId).filter(|&x| x != preferred).collect();
+            c.partition(&[&[preferred], &others]);
+            let during = c.one(G, random(&mut r), n - 1, true);
+            c.heal();
+            c.run_for(4 * LAB_ELECTION_TIMEOUT_MS);
+            assert_eq!(
+                c.check_one_leader(G),
+                preferred,
+                "the preferred member leads again"
+            );
+            let after = c.one(G, random(&mut r), n, true);
+            assert!(
+                after > during,
+                "the command committed while it was cut off is kept"
+            );
+        },
+    );
+}
+
 /// Leadership transfer (Raft thesis §3.10): the leader hands over to a follower, even one
 /// that was cut off while 20 entries committed (the leader first brings it up to date); the
 /// target leads within a second and commands commit under it.

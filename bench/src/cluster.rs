@@ -66,8 +66,9 @@ impl LocalServers {
             shards: args.shards,
             seconds: None,
             log_level: "warn".to_string(),
-            // The nodes' default: reads from the leader's lease.
+            // `cluster local`'s defaults: reads from the leader's lease, node 1 leads.
             read_index: false,
+            preferred_leader: 1,
         };
         let mut servers = LocalServers {
             children: Vec::new(),

@@ -24,6 +24,7 @@
 //! election_ticks = 100
 //! heartbeat_ticks = 10
 //! lease_reads = true                # leaders answer reads from a lease (false: a round each)
+//! preferred_leader = 0              # the node that should lead every group (0: none)
 //!
 //! [kv]
 //! max_raft_state_bytes = 67108864
@@ -71,6 +72,11 @@ pub struct RaftSection {
     /// clocks that run at about the same rate). False: every read takes a round (ReadIndex,
     /// etcd's default).
     pub lease_reads: bool,
+    /// The node that should lead every group (0: none, leaders fall where elections put them).
+    /// A leader elsewhere hands its group to it once it is up and caught up. One leader node is
+    /// etcd's shape; `cluster local` picks node 1, since its nodes share the machine's CPUs
+    /// and one leader node halved the server CPU per put there. Must be 0 or a member.
+    pub preferred_leader: NodeId,
 }
 
 impl Default for RaftSection {
@@ -81,6 +87,7 @@ impl Default for RaftSection {
             election_ticks: 100,
             heartbeat_ticks: 10,
             lease_reads: true,
+            preferred_leader: 0,
         }
     }
 }
@@ -245,6 +252,12 @@ impl NodeConfig {
                 self.peers.iter().map(|p| p.id).collect::<Vec<_>>()
             ));
         }
+        let preferred = self.raft.preferred_leader;
+        if preferred != 0 && ids.binary_search(&preferred).is_err() {
+            return Err(format!(
+                "raft.preferred_leader {preferred} is not a member (members: {ids:?}; 0: none)"
+            ));
+        }
         if !matches!(
             self.log_level.as_str(),
             "error" | "warn" | "info" | "debug" | "trace"
@@ -291,6 +304,7 @@ impl NodeConfig {
         raft.election_timeout_ticks = self.raft.election_ticks;
         raft.heartbeat_interval_ticks = self.raft.heartbeat_ticks;
         raft.lease_reads = self.raft.lease_reads;
+        raft.preferred_leader = self.raft.preferred_leader;
         let half_segment = usize::try_from(self.wal.segment_bytes / 2).unwrap_or(usize::MAX);
         raft.max_entry_bytes = raft.max_entry_bytes.min(half_segment);
         raft
@@ -358,6 +372,12 @@ mod tests {
     fn mistakes_are_named() {
         let err = NodeConfig::from_toml("node_idd = 1").expect_err("unknown key");
         assert!(err.contains("node_idd"), "{err}");
+        let stranger = NodeConfig::from_toml("[raft]\npreferred_leader = 2").expect("parses");
+        let err = stranger.validate().expect_err("not a member");
+        assert!(err.contains("raft.preferred_leader 2"), "{err}");
+        let itself = NodeConfig::from_toml("[raft]\npreferred_leader = 1").expect("parses");
+        itself.validate().expect("a member");
+        assert_eq!(itself.raft_config().preferred_leader, 1);
         let mut config = NodeConfig::default();
         config.peers.push(PeerConfig {
             id: 1,

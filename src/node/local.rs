@@ -47,6 +47,8 @@ pub struct LocalCluster {
     pub log_level: String,
     /// Reads take a heartbeat round instead of the leader's lease.
     pub read_index: bool,
+    /// The node that should lead every group (0: none).
+    pub preferred_leader: u64,
 }
 
 /// The configuration of node `id` of a local cluster.
@@ -73,6 +75,7 @@ pub fn node_config(cluster: &LocalCluster, id: u64) -> NodeConfig {
         log_level: cluster.log_level.clone(),
         raft: RaftSection {
             lease_reads: !cluster.read_index,
+            preferred_leader: cluster.preferred_leader,
             ..Default::default()
         },
         peers: (1..=cluster.nodes)
@@ -130,6 +133,8 @@ pub fn server_args(config: &NodeConfig) -> Vec<String> {
     if !config.raft.lease_reads {
         args.push("--read-index".to_string());
     }
+    args.push("--preferred-leader".to_string());
+    args.push(config.raft.preferred_leader.to_string());
     for peer in &config.peers {
         args.push("--peer".to_string());
         args.push(format!(
@@ -440,6 +445,7 @@ mod tests {
             seconds: None,
             log_level: "warn".to_string(),
             read_index,
+            preferred_leader: 1,
         }
     }
 
@@ -456,6 +462,9 @@ mod tests {
             );
             let args = server_args(&config);
             assert_eq!(args.iter().any(|a| a == "--read-index"), read_index);
+            assert_eq!(config.raft.preferred_leader, 1);
+            let at = args.iter().position(|a| a == "--preferred-leader");
+            assert_eq!(at.map(|i| args[i + 1].as_str()), Some("1"));
         }
     }
 }

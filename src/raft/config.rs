@@ -30,6 +30,14 @@ pub struct Config {
     /// (the caller ticks as many times as periods passed, and before answering a read). Off, or
     /// without `check_quorum`: every read takes a heartbeat round (ReadIndex).
     pub lease_reads: bool,
+    /// The member that should lead (0: none). A leader that is not it hands leadership to it
+    /// (a transfer, thesis §3.10) once per election timeout while it is a voter, was heard from
+    /// in the last period and has every committed entry; it never hands leadership away again.
+    /// One leader node for many groups is etcd's shape (one group, one leader) and TiKV's
+    /// grant-leader scheduler: the followers get one Append frame per leader turn for every
+    /// group and answer with one, and clients talk to one node. Where the nodes share CPUs
+    /// (`cluster local`) that halved the server CPU per put.
+    pub preferred_leader: NodeId,
     /// Upper bound on the entry bytes in one Append (batching). One entry larger than this still
     /// travels alone.
     pub max_message_bytes: usize,
@@ -59,6 +67,7 @@ impl Config {
             pre_vote: true,
             check_quorum: true,
             lease_reads: true,
+            preferred_leader: 0,
             max_message_bytes: 1 << 20,
             max_inflight_messages: 256,
             snapshot_chunk_bytes: 1 << 20,

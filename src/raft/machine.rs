@@ -231,12 +231,17 @@ impl Raft {
         }
         if self.election_elapsed >= self.cfg.election_timeout_ticks {
             self.election_elapsed = 0;
+            let preferred_ready = self.preferred_leader_ready();
             // Thesis §6.2: a leader that has not heard from a quorum within an election timeout
             // may have been deposed without knowing it; it steps down so clients go elsewhere.
             if self.cfg.check_quorum && !self.quorum_recently_active() {
                 let term = self.term;
                 self.become_follower(term, 0);
                 return;
+            }
+            if preferred_ready {
+                // Cannot fail: the leader checked it is a leader and the target a voter.
+                let _ = self.transfer_leader(self.cfg.preferred_leader);
             }
         }
         if self.heartbeat_elapsed >= self.cfg.heartbeat_interval_ticks {
@@ -266,6 +271,22 @@ impl Raft {
                 self.send_append(peer, Empty::Send);
             }
         }
+    }
+
+    /// Whether this leader should hand leadership to the preferred leader now
+    /// ([`Config::preferred_leader`]): it is another voter, no transfer is under way, it was
+    /// heard from in this check period (read before the period is reset), and it has every
+    /// committed entry, so the transfer's catch-up (during which proposals wait) is short.
+    fn preferred_leader_ready(&self) -> bool {
+        let to = self.cfg.preferred_leader;
+        if to == 0 || to == self.cfg.id || self.transferee != 0 || !self.is_voter(to) {
+            return false;
+        }
+        self.progress.get(&to).is_some_and(|pr| {
+            pr.recent_active
+                && pr.state == ReplicationState::Replicate
+                && pr.match_index >= self.log.committed
+        })
     }
 
     /// Counts this leader and every peer heard from since the last check, then starts a new

@@ -645,6 +645,46 @@ fn leadership_transfer() {
     assert_eq!(data_of(&net.applied[&1]), vec![&b"a"[..], b"c"]);
 }
 
+/// A leader that is not the preferred leader hands it the group at the end of a check period
+/// in which it heard from it and found it caught up; not while it is cut off, and the
+/// preferred leader keeps the group once it has it. Entries committed before are kept.
+#[test]
+fn the_preferred_leader_takes_the_group_once_caught_up() {
+    let mut net = Net::with(3, |c| c.preferred_leader = 3, |_| Restore::default());
+    net.isolate(3);
+    net.elect(1);
+    net.propose(1, b"a");
+    net.tick(1, 1);
+    net.deliver_all();
+    // Two check periods (election timeouts) of nodes 1 and 2; node 3 is never ticked, so it
+    // never campaigns on its own.
+    let two_periods = |net: &mut Net| {
+        for _ in 0..20 {
+            net.tick(1, 1);
+            net.tick(2, 1);
+            net.deliver_all();
+        }
+    };
+    two_periods(&mut net);
+    assert_eq!(
+        net.leaders(),
+        vec![1],
+        "no hand-over to an unreachable member"
+    );
+    net.heal();
+    // Node 3 catches up from the heartbeats and takes over at the end of a period.
+    two_periods(&mut net);
+    assert_eq!(
+        net.leaders(),
+        vec![3],
+        "the caught-up preferred leader leads"
+    );
+    net.propose(3, b"b");
+    net.tick_all(25);
+    assert_eq!(net.leaders(), vec![3], "and keeps leading");
+    assert_eq!(data_of(&net.applied[&1]), vec![&b"a"[..], b"b"]);
+}
+
 /// A follower that nothing else tells learns a new commit index at the leader's next tick,
 /// from a commit-only Append (or the heartbeat, when the tick is one's), one message per
 /// follower however many commits came before it; an Append carrying entries tells it sooner.
