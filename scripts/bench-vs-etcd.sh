@@ -28,6 +28,8 @@
 #   "1.0:1 1.0:16 1.0:64 1.0:256 0.1:64 0.1:256"), SHARDCORE_CORES (cores per node; default the CPUs shared out among the 3 nodes, at least 1),
 #   SHARDCORE_READ_INDEX=1 (shardcore's reads take a heartbeat round, as etcd's do, instead of
 #   the default leader lease),
+#   SHARDCORE_PREFERRED_LEADER (the node that leads every group, as `cluster local` does by
+#   default: 1; 0 spreads leaders where elections put them),
 #   BENCH_CORES (shardcore-bench's generator cores, default 1: one connection per node, every
 #   request pipelined on it), ETCD_CONNS (etcd-bench's gRPC connections, spread over the
 #   members; default etcd-bench's own, one per client, as the issue's etcd table was measured;
@@ -91,6 +93,7 @@ export CELLS=${CELLS:-"1.0:1 1.0:16 1.0:64 1.0:256 0.1:64 0.1:256"}
 nodes_share=$(( $(nproc) / 3 )); [ "$nodes_share" -ge 1 ] || nodes_share=1
 export SHARDCORE_CORES=${SHARDCORE_CORES:-$nodes_share} SHARDCORE_PORT=${SHARDCORE_PORT:-7201}
 export BENCH_CORES=${BENCH_CORES:-1} ETCD_CONNS=${ETCD_CONNS:-}
+export SHARDCORE_PREFERRED_LEADER=${SHARDCORE_PREFERRED_LEADER:-1}
 exec python3 - <<'PY'
 import os, re, signal, subprocess, sys, time
 
@@ -102,6 +105,7 @@ PORT, CORES = int(os.environ["SHARDCORE_PORT"]), os.environ["SHARDCORE_CORES"]
 READ_INDEX = ["--read-index"] if os.environ.get("SHARDCORE_READ_INDEX", "0") == "1" else []
 PEERS_DIR = os.environ.get("PEERS_DIR", "/tmp/peers")
 BENCH_CORES, ETCD_CONNS = os.environ["BENCH_CORES"], os.environ["ETCD_CONNS"]
+PREFERRED = os.environ["SHARDCORE_PREFERRED_LEADER"]
 LIMIT = DURATION + WARMUP + 120
 TICK = os.sysconf("SC_CLK_TCK")
 results_file = open(os.path.join(OUT, "results.txt"), "a")
@@ -235,7 +239,7 @@ def shardcore_phase():
     subprocess.run(["rm", "-rf", data], check=True)
     cluster = subprocess.Popen(
         [os.path.join(BIN, "shardcore"), "cluster", "local", "--base-port", str(PORT), "--data-dir", data,
-         "--cores", CORES, "--log-level", "warn", *READ_INDEX],
+         "--cores", CORES, "--log-level", "warn", "--preferred-leader", PREFERRED, *READ_INDEX],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         pids, deadline = [], time.time() + 60
@@ -298,7 +302,10 @@ rows = [
     + ("ReadIndex (--read-index)" if READ_INDEX else "leader lease (its default)")
     + "; connections: etcd-bench "
     + (f"{ETCD_CONNS} (--conns), requests multiplexed" if ETCD_CONNS else "one per client (its default)")
-    + f"; shardcore-bench {BENCH_CORES} per node (--cores {BENCH_CORES}), requests pipelined",
+    + f"; shardcore-bench {BENCH_CORES} per node (--cores {BENCH_CORES}), requests pipelined"
+    + "; leaders: etcd one (one group); shardcore "
+    + (f"node {PREFERRED} leads every group (--preferred-leader {PREFERRED})" if PREFERRED != "0"
+       else "where elections put them (--preferred-leader 0)"),
     "",
     "| workload | clients | etcd ops/s | etcd p50 ms | etcd p99 ms | etcd CPU µs/op (servers / bench) "
     "| shardcore ops/s | shardcore p50 ms | shardcore p99 ms | shardcore CPU µs/op (servers / bench) "

@@ -13,7 +13,9 @@ use std::net::TcpStream;
 use std::thread::sleep;
 use std::time::Duration;
 
-use cluster_support::{assert_clean, TestCluster};
+use bytes::Bytes;
+use cluster_support::{assert_clean, TestCluster, GROUPS, PROGRESS_LIMIT};
+use shardcore::node::placement::group_for_key;
 
 /// Operations the workload completes between two faults: about a second of it on a quiet
 /// machine, longer on a loaded one, so each fault lands after the same amount of work.
@@ -122,6 +124,64 @@ fn five_nodes_survive_two_failures() {
         c.await_progress(LOAD_OPS);
     });
     assert_clean(&cluster, seed, &report);
+}
+
+/// `raft.preferred_leader = 2`: killed under load, node 2's groups move to the others and the
+/// clients follow them; restarted, it catches up and takes every group back. The history stays
+/// linearizable and no acknowledged write is lost across both hand-overs.
+#[test]
+fn a_preferred_leader_killed_and_restarted_leads_every_group_again() {
+    let seed = seed();
+    let mut cluster = TestCluster::start_with("preferred", 3, 1, |config| {
+        config.raft.preferred_leader = 2;
+    });
+    assert_eq!(
+        leaders_within(&cluster, PROGRESS_LIMIT),
+        vec![Some(2); GROUPS as usize]
+    );
+    let config = cluster.workload_config(6, PACED_LIMIT_SECS, seed);
+    let report = cluster.run_paced(config, |c| {
+        c.await_progress(LOAD_OPS);
+        c.kill(2);
+        c.await_progress(LOAD_OPS);
+        c.restart(2);
+        c.await_progress(LOAD_OPS);
+    });
+    assert_clean(&cluster, seed, &report);
+    assert_eq!(
+        leaders_within(&cluster, PROGRESS_LIMIT),
+        vec![Some(2); GROUPS as usize],
+        "node 2 leads every group again"
+    );
+}
+
+/// The node leading each group, as one put per group finds it; asked again until node 2
+/// leads them all or `limit` passes (each leader hands over at the end of a check period).
+fn leaders_within(cluster: &TestCluster, limit: Duration) -> Vec<Option<u64>> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let leaders = leaders_now(cluster);
+        if leaders.iter().all(|l| *l == Some(2)) || std::time::Instant::now() > deadline {
+            return leaders;
+        }
+        sleep(Duration::from_millis(200));
+    }
+}
+
+fn leaders_now(cluster: &TestCluster) -> Vec<Option<u64>> {
+    cluster_support::with_client(cluster.client_config(), |client| async move {
+        let mut leaders = Vec::new();
+        for group in 1..=GROUPS {
+            // A key of this group: the first whose hash lands there.
+            let key = (0u64..)
+                .map(|i| format!("leader-probe-{i}"))
+                .find(|k| group_for_key(k.as_bytes(), GROUPS) == group)
+                .expect("some key lands in every group");
+            let put = client.put(key.into(), Bytes::from_static(b"x")).await;
+            leaders.push(put.ok().and_then(|()| client.leader_hint(group)));
+        }
+        leaders
+    })
 }
 
 #[test]

@@ -25,7 +25,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cluster_support::{assert_clean, TestCluster, GROUPS};
+use cluster_support::{assert_clean, with_client, TestCluster, GROUPS};
 use shardcore::client::{Client, ClientConfig, ClientError};
 use shardcore::raft::{GroupId, NodeId};
 use shardcore::shardctl::{Config, CtlOp, CtlReply, Replica, LATEST};
@@ -265,27 +265,6 @@ fn shards_move_under_load_and_kill_nine_linearizably() {
         (0, "hello\n"),
         "the first write survived every move: {err}"
     );
-}
-
-/// Runs `body` with a fresh client of `cluster` on a one-core runtime of its own.
-fn with_client<T, F, Fut>(client_config: ClientConfig, body: F) -> T
-where
-    T: Send + 'static,
-    F: Fn(Client) -> Fut + Send + Clone + 'static,
-    Fut: std::future::Future<Output = T> + 'static,
-{
-    let runtime = shardcore_io::RuntimeConfig {
-        cores: 1,
-        pinning: shardcore_io::runtime::Pinning::Unpinned,
-        name: "test-client".to_string(),
-        ..shardcore_io::RuntimeConfig::default()
-    };
-    let mut outputs = shardcore_io::run(runtime, move |_core: shardcore_io::Core<()>| {
-        let (client_config, body) = (client_config.clone(), body.clone());
-        async move { body(Client::new(client_config).expect("client config")).await }
-    })
-    .expect("client runtime");
-    outputs.pop().expect("one core's output")
 }
 
 /// `count` keys of shard `shard`, named with `prefix`.

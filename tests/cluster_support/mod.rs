@@ -394,20 +394,30 @@ pub fn ctl_with(
     config: ClientConfig,
     op: CtlOp,
 ) -> (Result<CtlReply, ClientError>, Option<NodeId>) {
-    let runtime = shardcore_io::RuntimeConfig {
-        cores: 1,
-        pinning: shardcore_io::runtime::Pinning::Unpinned,
-        name: "test-ctl".to_string(),
-        ..shardcore_io::RuntimeConfig::default()
-    };
-    let mut outputs = shardcore_io::run(runtime, move |_core: shardcore_io::Core<()>| {
-        let config = config.clone();
+    with_client(config, move |client| {
         let op = op.clone();
         async move {
-            let client = Client::new(config).expect("client config");
             let result = client.ctl_execute(op).await;
             (result, client.leader_hint(CONTROLLER_GROUP))
         }
+    })
+}
+
+/// Runs `f` with a fresh client on a one-core runtime (callable from any thread); its output.
+pub fn with_client<T, F, Fut>(config: ClientConfig, f: F) -> T
+where
+    T: Send + 'static,
+    F: Fn(Client) -> Fut + Send + Clone + 'static,
+    Fut: std::future::Future<Output = T> + 'static,
+{
+    let runtime = shardcore_io::RuntimeConfig {
+        cores: 1,
+        pinning: shardcore_io::runtime::Pinning::Unpinned,
+        name: "test-client".to_string(),
+        ..shardcore_io::RuntimeConfig::default()
+    };
+    let mut outputs = shardcore_io::run(runtime, move |_core: shardcore_io::Core<()>| {
+        f(Client::new(config.clone()).expect("client config"))
     })
     .expect("client runtime");
     outputs.pop().expect("one core's output")
@@ -503,8 +513,13 @@ fn to_toml(c: &NodeConfig) -> String {
         ));
     }
     s.push_str(&format!(
-        "[raft]\ntick_ms = {}\nelection_ticks = {}\nheartbeat_ticks = {}\n",
-        c.raft.tick_ms, c.raft.election_ticks, c.raft.heartbeat_ticks
+        "[raft]\ntick_ms = {}\nelection_ticks = {}\nheartbeat_ticks = {}\nlease_reads = {}\n\
+         preferred_leader = {}\n",
+        c.raft.tick_ms,
+        c.raft.election_ticks,
+        c.raft.heartbeat_ticks,
+        c.raft.lease_reads,
+        c.raft.preferred_leader
     ));
     s.push_str(&format!(
         "[kv]\nmax_raft_state_bytes = {}\nrequest_timeout_ms = {}\nmax_pending_requests = {}\n",
