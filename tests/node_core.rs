@@ -172,7 +172,17 @@ impl World {
                 };
                 let out = n.core.take_output();
                 if out.is_empty() {
+                    if n.core.apply_committed() {
+                        continue;
+                    }
                     break;
+                }
+                // The server applies once the write is submitted and the messages sent, and
+                // other inputs may come first: here committed entries are applied at once,
+                // later in the round, or rounds later (messages delivered, batches persisted
+                // and ticks in between).
+                if self.rng.range(0, 2) == 0 {
+                    n.core.apply_committed();
                 }
                 self.wire.extend(out.messages);
                 self.replies.extend(out.replies);

@@ -29,7 +29,12 @@
 //!    [`CoreNode::persisted`] once it is durable; the messages that promise durable state are
 //!    held here until then and come out of a later `take_output`;
 //! 3. send `replies` to the clients;
-//! 4. carry `inquiries` to their targets' cores (see above).
+//! 4. carry `inquiries` to their targets' cores (see above);
+//! 5. then, once the write is submitted and the messages are on their way, call
+//!    [`CoreNode::apply_committed`]: `take_output` hands committed entries to the state
+//!    machines no sooner, so that applying them never delays a write or an Append (a follower
+//!    learns of new entries and of the commit of older ones from the same Append). What
+//!    applying answers comes out of the next `take_output`.
 //!
 //! Every group's Readies of one `take_output` go into the same batch, so one fdatasync covers
 //! all the groups of a core (group commit). Nothing here awaits, reads a clock or touches a file:
@@ -537,6 +542,20 @@ pub struct CoreNode {
     installs_deferred: u64,
     /// About how many bytes of log records the batch being assembled holds.
     batch_log_bytes: usize,
+    /// What Raft handed out to apply and [`CoreNode::apply_committed`] has not applied yet, in
+    /// the order it was handed out.
+    to_apply: Vec<ToApply>,
+}
+
+/// One Ready's share for the state machine, held from [`CoreNode::take_output`] until
+/// [`CoreNode::apply_committed`].
+struct ToApply {
+    group: GroupId,
+    /// A snapshot from the leader to install first.
+    snapshot: Option<Snapshot>,
+    /// Committed entries, in order.
+    entries: Vec<Entry>,
+    read_states: Vec<crate::raft::ReadState>,
 }
 
 /// Why a core could not start or go on.
@@ -628,6 +647,7 @@ impl CoreNode {
             install_bytes_this_turn: 0,
             installs_deferred: 0,
             batch_log_bytes: 0,
+            to_apply: Vec::new(),
         })
     }
 
@@ -897,7 +917,11 @@ impl CoreNode {
                 return;
             };
             if !replica.raw.has_ready() {
-                self.maybe_snapshot(group);
+                // With entries still to apply, the snapshot waits for them (apply_committed
+                // looks again).
+                if !self.to_apply.iter().any(|work| work.group == group) {
+                    self.maybe_snapshot(group);
+                }
                 return;
             }
             let rd = replica.raw.ready();
@@ -905,7 +929,6 @@ impl CoreNode {
             if let Some(replica) = self.replicas.get_mut(&group) {
                 replica.raw.advance();
             }
-            self.maybe_snapshot(group);
             if self.batch_log_bytes >= self.config.max_batch_log_bytes {
                 break;
             }
@@ -994,27 +1017,77 @@ impl CoreNode {
             }
             self.batch_messages.extend(persisted_messages);
         }
-        if let Some(s) = &snapshot {
-            // The snapshot came from the leader and was checked by Raft; a store that cannot
-            // decode it means the leader's state machine and ours disagree on the format.
-            if let Err(e) = replica.service.on_snapshot(s.meta.index, &s.data) {
-                panic!(
-                    "group {group}: installing the leader's snapshot at {}: {e}",
-                    s.meta.index
-                );
+        // A soft state change may have answered requests (a leader that stepped down).
+        replica.service.take_responses(&mut self.out.replies);
+        if snapshot.is_some() || !committed_entries.is_empty() || !read_states.is_empty() {
+            self.to_apply.push(ToApply {
+                group,
+                snapshot,
+                entries: committed_entries,
+                read_states,
+            });
+        }
+    }
+
+    /// True when Raft handed out entries, a snapshot or reads that
+    /// [`CoreNode::apply_committed`] has not applied yet.
+    pub fn has_unapplied(&self) -> bool {
+        !self.to_apply.is_empty()
+    }
+
+    /// Applies what the `take_output`s since the last call handed out to the state machines,
+    /// in order: the leader's snapshots, committed entries, reads. Their replies, and the
+    /// inquiries and snapshots they lead to, come out of the next `take_output`. Returns false
+    /// when there was nothing to apply.
+    ///
+    /// Why apart from `take_output`: applying a turn's committed entries (a hash map insert
+    /// per put, replies encoded) took longer than everything else a turn does, and the turn's
+    /// write and Appends waited behind it. Taken apart, the caller submits the write and
+    /// sends the Appends first: a follower's write starts before it applies what the same
+    /// Append told it was committed, and the leader's Appends leave before it applies the
+    /// entries the last acknowledgements committed. Raft is told the entries are applied
+    /// (`advance`) before they are; nothing in it depends on that but `compact`, which the
+    /// core calls only at the service's own applied index.
+    pub fn apply_committed(&mut self) -> bool {
+        if self.to_apply.is_empty() {
+            return false;
+        }
+        let mut applied: Vec<GroupId> = Vec::new();
+        for work in std::mem::take(&mut self.to_apply) {
+            let group = work.group;
+            let Some(replica) = self.replicas.get_mut(&group) else {
+                continue;
+            };
+            if let Some(s) = &work.snapshot {
+                // The snapshot came from the leader and was checked by Raft; a store that
+                // cannot decode it means the leader's state machine and ours disagree on the
+                // format.
+                if let Err(e) = replica.service.on_snapshot(s.meta.index, &s.data) {
+                    panic!(
+                        "group {group}: installing the leader's snapshot at {}: {e}",
+                        s.meta.index
+                    );
+                }
+            }
+            if !work.entries.is_empty() {
+                replica.service.on_committed(&work.entries);
+            }
+            if !work.read_states.is_empty() {
+                replica.service.on_read_states(&work.read_states);
+            }
+            replica.service.take_responses(&mut self.out.replies);
+            if let Service::ShardKv(server) = &mut replica.service {
+                // An applied migration step may have asked for the next one at once.
+                self.out.inquiries.extend(server.take_outbound());
+            }
+            if !applied.contains(&group) {
+                applied.push(group);
             }
         }
-        if !committed_entries.is_empty() {
-            replica.service.on_committed(&committed_entries);
+        for group in applied {
+            self.maybe_snapshot(group);
         }
-        if !read_states.is_empty() {
-            replica.service.on_read_states(&read_states);
-        }
-        replica.service.take_responses(&mut self.out.replies);
-        if let Service::ShardKv(server) = &mut replica.service {
-            // An applied migration step may have asked for the next one at once.
-            self.out.inquiries.extend(server.take_outbound());
-        }
+        true
     }
 
     /// Takes a snapshot when the log outgrew its bound or the storage asked: the store's

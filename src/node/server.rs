@@ -234,6 +234,8 @@ struct CoreState {
     unhosted_warned: RefCell<std::collections::HashSet<GroupId>>,
     encoder: RefCell<Encoder>,
     pump_scheduled: Cell<bool>,
+    /// An `apply` task is spawned and has not run yet.
+    apply_scheduled: Cell<bool>,
     /// Inputs handled by a pump since it was scheduled.
     start: Instant,
 }
@@ -307,6 +309,7 @@ async fn core_main(core: Core<CoreMsg>, config: NodeConfig) -> Result<(), Server
         unhosted_warned: RefCell::new(std::collections::HashSet::new()),
         encoder: RefCell::new(Encoder::new()),
         pump_scheduled: Cell::new(false),
+        apply_scheduled: Cell::new(false),
         start: Instant::now(),
     });
 
@@ -552,6 +555,27 @@ impl CoreState {
             }
         }
         self.flush_replies();
+        if self.node.borrow().has_unapplied() {
+            self.schedule_apply();
+        }
+    }
+
+    /// Applies what the groups committed in a task of its own, spawned behind the tasks the
+    /// pump woke: the peer links' writers send the turn's Appends before the state machines
+    /// apply anything (the write was submitted in the pump). Its replies go out with the
+    /// pump that follows.
+    fn schedule_apply(self: &Rc<Self>) {
+        if self.apply_scheduled.replace(true) {
+            return;
+        }
+        let state = self.clone();
+        shardcore_io::spawn(async move {
+            state.apply_scheduled.set(false);
+            if state.node.borrow_mut().apply_committed() {
+                state.pump();
+            }
+        })
+        .detach();
     }
 
     /// Carries a shard group's inquiry to this node's replica of its target: answered here when
