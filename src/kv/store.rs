@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::command::*;
-use super::data::{apply_write, set, ValueTooLong};
+use super::data::{apply_write, set, MapKey, ValueTooLong};
 use super::service::{Refusal, ServiceApplied, StateMachine};
 use super::session::{SessionCheck, SessionTable};
 use crate::raft::Index;
@@ -49,8 +49,9 @@ pub type Applied = ServiceApplied<Reply, KvError>;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KvStore {
     /// The keys and values. A hash map: the store never needs the keys in order except in a
-    /// snapshot, which sorts them (so replicas' snapshots are byte-identical).
-    data: HashMap<Bytes, Bytes>,
+    /// snapshot, which sorts them (so replicas' snapshots are byte-identical). Short keys are
+    /// held in the map's slots ([`MapKey`]).
+    data: HashMap<MapKey, Bytes>,
     sessions: SessionTable<Result<Reply, KvError>>,
     data_bytes: usize,
     /// Entries that could not be decoded (written by an incompatible version); skipped alike on
@@ -160,10 +161,10 @@ impl KvStore {
         buf.put_u64_le(self.sessions.now_ms());
         buf.put_u64_le(self.undecodable);
         buf.put_u64_le(self.data.len() as u64);
-        let mut entries: Vec<(&Bytes, &Bytes)> = self.data.iter().collect();
+        let mut entries: Vec<(&MapKey, &Bytes)> = self.data.iter().collect();
         entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
         for (key, value) in entries {
-            put_bytes(&mut buf, key);
+            put_bytes(&mut buf, key.as_slice());
             put_bytes(&mut buf, value);
         }
         self.sessions.encode(&mut buf, put_result);
