@@ -12,12 +12,12 @@
 //! entries, never a replica's clock, so every replica expires the same sessions at the same
 //! index. The table travels in snapshots with the data.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::command::*;
-use super::data::{apply_write, set, MapKey, ValueTooLong};
+use super::data::{apply_write, set, Slot, ValueTooLong};
 use super::service::{Refusal, ServiceApplied, StateMachine};
 use super::session::{SessionCheck, SessionTable};
 use crate::raft::Index;
@@ -49,9 +49,9 @@ pub type Applied = ServiceApplied<Reply, KvError>;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KvStore {
     /// The keys and values. A hash map: the store never needs the keys in order except in a
-    /// snapshot, which sorts them (so replicas' snapshots are byte-identical). Short keys are
-    /// held in the map's slots ([`MapKey`]).
-    data: HashMap<MapKey, Bytes>,
+    /// snapshot, which sorts them (so replicas' snapshots are byte-identical). Each key and
+    /// value is one cache-line [`Slot`]; short keys are held in it.
+    data: HashSet<Slot>,
     sessions: SessionTable<Result<Reply, KvError>>,
     data_bytes: usize,
     /// Entries that could not be decoded (written by an incompatible version); skipped alike on
@@ -63,7 +63,7 @@ impl KvStore {
     /// An empty store.
     pub fn new(limits: SessionLimits) -> KvStore {
         KvStore {
-            data: HashMap::new(),
+            data: HashSet::new(),
             sessions: SessionTable::new(limits),
             data_bytes: 0,
             undecodable: 0,
@@ -126,7 +126,7 @@ impl KvStore {
 
     /// A key's value, as of the last applied entry.
     pub fn get(&self, key: &[u8]) -> Option<Bytes> {
-        self.data.get(key).cloned()
+        self.data.get(key).map(|slot| slot.value.clone())
     }
 
     /// Number of keys.
@@ -161,11 +161,11 @@ impl KvStore {
         buf.put_u64_le(self.sessions.now_ms());
         buf.put_u64_le(self.undecodable);
         buf.put_u64_le(self.data.len() as u64);
-        let mut entries: Vec<(&MapKey, &Bytes)> = self.data.iter().collect();
-        entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        for (key, value) in entries {
-            put_bytes(&mut buf, key.as_slice());
-            put_bytes(&mut buf, value);
+        let mut entries: Vec<&Slot> = self.data.iter().collect();
+        entries.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        for slot in entries {
+            put_bytes(&mut buf, slot.key.as_slice());
+            put_bytes(&mut buf, &slot.value);
         }
         self.sessions.encode(&mut buf, put_result);
         buf.freeze()
