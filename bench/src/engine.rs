@@ -32,7 +32,7 @@ use shardcore_io::runtime::Pinning;
 use shardcore_io::RuntimeConfig;
 
 use crate::cli::{LoopMode, OpMix};
-use crate::keys::{key_name, KeyChooser};
+use crate::keys::{key_name, push_decimal, KeyChooser};
 use crate::recorder::{BenchOp, Outcome, Recorder};
 use crate::schedule::{Arrival, Schedule};
 
@@ -360,7 +360,12 @@ pub fn pick_op(mix: &OpMix, draw: u32) -> BenchOp {
 /// A value unique to (client, sequence), padded with `x` to `bytes` (cut when shorter), so a
 /// history names which write a read saw.
 pub fn value_for(client: u64, seq: u64, bytes: usize) -> Bytes {
-    let mut value = format!("c{client}.{seq};").into_bytes();
+    let mut value = Vec::with_capacity(bytes.max(43));
+    value.push(b'c');
+    push_decimal(&mut value, client, 0);
+    value.push(b'.');
+    push_decimal(&mut value, seq, 0);
+    value.push(b';');
     value.resize(bytes, b'x');
     Bytes::from(value)
 }
