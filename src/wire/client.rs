@@ -491,7 +491,9 @@ fn check_count(count: usize) -> Result<(), EncodeError> {
     Ok(())
 }
 
-fn request_estimate(request: &ClientRequest) -> usize {
+/// About how many bytes `request` takes in a frame body (its keys and values plus a
+/// generous per-item overhead).
+pub fn request_estimate(request: &ClientRequest) -> usize {
     let values = match &request.request.op {
         Op::Register | Op::Get { .. } | Op::Delete { .. } => 0,
         Op::Put { value, .. } | Op::Append { value, .. } => value.len(),

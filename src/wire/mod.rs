@@ -57,7 +57,9 @@ use shardcore_protocol::BodyError;
 
 use crate::raft::{GroupId, NodeId};
 
-pub use client::{decode_replies, decode_requests, ClientReply, ClientRequest, ReplyError};
+pub use client::{
+    decode_replies, decode_requests, request_estimate, ClientReply, ClientRequest, ReplyError,
+};
 pub use hello::{decode_hello, Hello, HelloRole};
 pub use raft::decode_raft_batch;
 
