@@ -3,8 +3,8 @@
 //! of either kind finds its waiter.
 //!
 //! A reader task takes reply frames off the socket and hands each reply to the request waiting
-//! for it; a request that waits past its caller's timeout simply stops waiting (a late reply is
-//! dropped). When the connection fails, every request waiting on it is told so at once, and the
+//! for it; a request still waiting at its caller's deadline is given up (`TimedOut`) by a reaper
+//! task that runs while requests wait, and a late reply is dropped. When the connection fails, every request waiting on it is told so at once, and the
 //! connection is marked dead for the client to replace.
 
 use std::cell::{Cell, RefCell};
@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use shardcore_io::{FrameReader, FrameWriter, TcpStream};
 use shardcore_protocol::FrameKind;
@@ -34,6 +34,8 @@ pub enum ConnError {
     Closed(String),
     /// The request could not be encoded (too large for a frame).
     Encode(String),
+    /// No reply came by the caller's deadline (the request may or may not have arrived).
+    TimedOut,
 }
 
 /// A reply of either kind the connection carries.
@@ -78,10 +80,24 @@ impl Drop for ReplyFuture {
     }
 }
 
-struct Shared {
-    pending: RefCell<HashMap<RequestId, SlotRef>>,
-    dead: RefCell<Option<String>>,
+/// A request waiting for its reply.
+struct Pending {
+    slot: SlotRef,
+    /// When the caller gives it up.
+    until: Instant,
 }
+
+struct Shared {
+    pending: RefCell<HashMap<RequestId, Pending>>,
+    dead: RefCell<Option<String>>,
+    /// A [`reap_expired`] task is running.
+    reaping: Cell<bool>,
+}
+
+/// How often a connection with requests waiting looks for ones past their deadline: a
+/// request is given up at most this late. Why not a timer per request: arming and cancelling
+/// one per request was a tenth of a 64-client generator's CPU, and deadlines are rarely met.
+const REAP_PERIOD: Duration = Duration::from_millis(5);
 
 /// The most bytes of requests (by the encoder's estimate) one frame of the connection's
 /// batched requests carries; a request larger than this goes in a frame of its own. Why
@@ -93,7 +109,12 @@ impl Shared {
         if self.dead.borrow().is_none() {
             *self.dead.borrow_mut() = Some(why.to_string());
         }
-        let pending: Vec<SlotRef> = self.pending.borrow_mut().drain().map(|(_, s)| s).collect();
+        let pending: Vec<SlotRef> = self
+            .pending
+            .borrow_mut()
+            .drain()
+            .map(|(_, p)| p.slot)
+            .collect();
         for slot in pending {
             let mut slot = slot.borrow_mut();
             slot.reply = Some(Err(ConnError::Closed(why.to_string())));
@@ -128,6 +149,7 @@ impl Conn {
         let shared = Rc::new(Shared {
             pending: RefCell::new(HashMap::new()),
             dead: RefCell::new(None),
+            reaping: Cell::new(false),
         });
         let conn = Rc::new(Conn {
             shared: shared.clone(),
@@ -164,7 +186,8 @@ impl Conn {
         self.shared.dead.borrow().is_none()
     }
 
-    /// Sends one KV request and waits for its reply. The id is assigned here.
+    /// Sends one KV request and waits for its reply until `until` (then
+    /// [`ConnError::TimedOut`]). The id is assigned here.
     ///
     /// Requests are batched: every KV request made on the connection during one turn of the
     /// core's executor goes out in one frame, written by a task spawned behind the callers
@@ -174,8 +197,9 @@ impl Conn {
     pub async fn call(
         self: &Rc<Self>,
         mut request: ClientRequest,
+        until: Instant,
     ) -> Result<ClientReply, ConnError> {
-        let (id, future) = self.expect_reply()?;
+        let (id, future) = self.expect_reply(until)?;
         request.id = id;
         let first = {
             let mut queued = self.queued.borrow_mut();
@@ -220,12 +244,14 @@ impl Conn {
         }
     }
 
-    /// Sends one shard controller request and waits for its reply. The id is assigned here.
+    /// Sends one shard controller request and waits for its reply until `until` (then
+    /// [`ConnError::TimedOut`]). The id is assigned here.
     pub async fn call_controller(
         self: &Rc<Self>,
         mut request: ControllerRequest,
+        until: Instant,
     ) -> Result<ControllerReply, ConnError> {
-        let (id, future) = self.expect_reply()?;
+        let (id, future) = self.expect_reply(until)?;
         request.id = id;
         let kind = FrameKind::ControllerRequest;
         self.send(kind, |e| e.controller_request_body(&request))
@@ -236,15 +262,22 @@ impl Conn {
         }
     }
 
-    /// A fresh id and the future its reply will complete.
-    fn expect_reply(&self) -> Result<(RequestId, ReplyFuture), ConnError> {
+    /// A fresh id and the future its reply (or its deadline, `until`) will complete.
+    fn expect_reply(&self, until: Instant) -> Result<(RequestId, ReplyFuture), ConnError> {
         if let Some(why) = self.shared.dead.borrow().clone() {
             return Err(ConnError::Closed(why));
         }
         let id = self.next_id.get();
         self.next_id.set(id + 1);
         let slot: SlotRef = Rc::default();
-        self.shared.pending.borrow_mut().insert(id, slot.clone());
+        let pending = Pending {
+            slot: slot.clone(),
+            until,
+        };
+        self.shared.pending.borrow_mut().insert(id, pending);
+        if !self.shared.reaping.replace(true) {
+            shardcore_io::spawn(reap_expired(self.shared.clone())).detach();
+        }
         let future = ReplyFuture {
             slot,
             id,
@@ -288,6 +321,38 @@ impl Conn {
     }
 }
 
+/// Gives up the connection's requests that are past their deadline, every [`REAP_PERIOD`],
+/// until none waits (the next request starts it again).
+async fn reap_expired(shared: Rc<Shared>) {
+    loop {
+        shardcore_io::sleep(REAP_PERIOD).await;
+        let now = Instant::now();
+        let expired: Vec<SlotRef> = {
+            let mut pending = shared.pending.borrow_mut();
+            let ids: Vec<RequestId> = pending
+                .iter()
+                .filter(|(_, p)| p.until <= now)
+                .map(|(&id, _)| id)
+                .collect();
+            ids.iter()
+                .filter_map(|id| pending.remove(id))
+                .map(|p| p.slot)
+                .collect()
+        };
+        for slot in expired {
+            let mut slot = slot.borrow_mut();
+            slot.reply = Some(Err(ConnError::TimedOut));
+            if let Some(waker) = slot.waker.take() {
+                waker.wake();
+            }
+        }
+        if shared.pending.borrow().is_empty() {
+            shared.reaping.set(false);
+            return;
+        }
+    }
+}
+
 async fn read_replies(mut reader: FrameReader, shared: Rc<Shared>) {
     let mut replies = Vec::new();
     let why = loop {
@@ -319,7 +384,7 @@ async fn read_replies(mut reader: FrameReader, shared: Rc<Shared>) {
 impl Shared {
     /// Tells the request `id` that it could not be sent, and why.
     fn refuse(&self, id: RequestId, why: &str) {
-        let slot = self.pending.borrow_mut().remove(&id);
+        let slot = self.pending.borrow_mut().remove(&id).map(|p| p.slot);
         if let Some(slot) = slot {
             let mut slot = slot.borrow_mut();
             slot.reply = Some(Err(ConnError::Encode(why.to_string())));
@@ -331,7 +396,7 @@ impl Shared {
 
     /// Hands `answer` to the request `id` waiting for it (none: it gave up; dropped).
     fn complete(&self, id: RequestId, answer: Answer) {
-        let slot = self.pending.borrow_mut().remove(&id);
+        let slot = self.pending.borrow_mut().remove(&id).map(|p| p.slot);
         if let Some(slot) = slot {
             let mut slot = slot.borrow_mut();
             slot.reply = Some(Ok(answer));
@@ -339,5 +404,54 @@ impl Shared {
                 waker.wake();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use shardcore_io::runtime::Pinning;
+    use shardcore_io::{Core, RuntimeConfig, TcpListener};
+
+    use crate::client::{Client, ClientConfig, ClientError, ClientStats};
+
+    /// A node that takes requests and never answers: the connection gives each attempt up
+    /// at its deadline, the client tries again, and the operation ends `Timeout` at its own
+    /// deadline. (The outer bound only turns a hang into a failure; nothing here is timed.)
+    #[test]
+    fn a_silent_node_has_each_attempt_given_up() {
+        let runtime = RuntimeConfig {
+            cores: 1,
+            pinning: Pinning::Unpinned,
+            name: "conn-test".to_string(),
+            ..RuntimeConfig::default()
+        };
+        let mut outputs = shardcore_io::run(runtime, |_core: Core<()>| async {
+            let listener = TcpListener::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+            let addr = listener.local_addr().expect("local addr");
+            shardcore_io::spawn(async move {
+                while let Ok(stream) = listener.accept().await {
+                    shardcore_io::spawn(async move {
+                        let (mut reader, _writer) = stream.into_framed();
+                        while let Ok(Some(_)) = reader.next_frame().await {}
+                    })
+                    .detach();
+                }
+            })
+            .detach();
+            let mut config = ClientConfig::new(vec![(1, addr)]);
+            config.attempt_timeout = Duration::from_millis(50);
+            config.op_timeout = Duration::from_millis(400);
+            let client = Client::new(config).expect("client");
+            let get = client.get(Bytes::from_static(b"k"));
+            let result = shardcore_io::timeout(Duration::from_secs(30), get).await;
+            (result, client.stats())
+        })
+        .expect("runtime");
+        let (result, stats): (_, ClientStats) = outputs.pop().expect("one core");
+        assert_eq!(result.ok(), Some(Err(ClientError::Timeout)), "{stats:?}");
+        assert!(stats.attempts >= 2, "every attempt waited forever: {stats:?}");
     }
 }

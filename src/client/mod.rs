@@ -320,19 +320,19 @@ impl Client {
         request: Request,
         deadline: Instant,
     ) -> Result<Reply, ClientError> {
-        let send = |conn: Rc<Conn>| {
+        let send = |conn: Rc<Conn>, until: Instant| {
             let request = ClientRequest {
                 id: 0,
                 group,
                 request: request.clone(),
             };
-            async move { conn.call(request).await }
+            async move { conn.call(request, until).await }
         };
         self.run_with(group, deadline, send, judge_kv).await
     }
 
     /// Runs one request on `group` until answered or `deadline`: `send` makes one attempt on a
-    /// connection, `judge` reads its reply (given the node asked). The node to ask comes from
+    /// connection (given when to give it up), `judge` reads its reply (given the node asked). The node to ask comes from
     /// the group's cached leader; hints update it, failures forget it and back off.
     async fn run_with<T, R, F, Fut>(
         &self,
@@ -342,7 +342,7 @@ impl Client {
         judge: fn(NodeId, R) -> Attempt<T>,
     ) -> Result<T, ClientError>
     where
-        F: Fn(Rc<Conn>) -> Fut,
+        F: Fn(Rc<Conn>, Instant) -> Fut,
         Fut: Future<Output = Result<R, ConnError>>,
     {
         let mut backoff = Duration::from_millis(5);
@@ -380,7 +380,7 @@ impl Client {
         judge: fn(NodeId, R) -> Attempt<T>,
     ) -> Attempt<T>
     where
-        F: Fn(Rc<Conn>) -> Fut,
+        F: Fn(Rc<Conn>, Instant) -> Fut,
         Fut: Future<Output = Result<R, ConnError>>,
     {
         self.count(|s| s.attempts += 1);
@@ -388,18 +388,17 @@ impl Client {
         let Some(conn) = self.conn(node).await else {
             return Attempt::Retry { hint: 0 };
         };
-        let left = deadline.saturating_duration_since(Instant::now());
-        let limit = self.config.attempt_timeout.min(left);
-        let reply = match shardcore_io::timeout(limit, send(conn)).await {
-            Ok(Ok(reply)) => reply,
-            Ok(Err(ConnError::Encode(why))) => {
-                return Attempt::Done(Err(ClientError::Refused(why)))
-            }
-            Ok(Err(ConnError::Closed(_))) => {
+        // The connection gives the attempt up at `until` (no timer of its own: see
+        // `Conn::call`).
+        let until = (Instant::now() + self.config.attempt_timeout).min(deadline);
+        let reply = match send(conn, until).await {
+            Ok(reply) => reply,
+            Err(ConnError::Encode(why)) => return Attempt::Done(Err(ClientError::Refused(why))),
+            Err(ConnError::Closed(_)) => {
                 self.conns.borrow_mut().remove(&node);
                 return Attempt::Retry { hint: 0 };
             }
-            Err(_) => return Attempt::Retry { hint: 0 },
+            Err(ConnError::TimedOut) => return Attempt::Retry { hint: 0 },
         };
         let attempt = judge(node, reply);
         if let Attempt::Done(Ok(_)) = &attempt {
@@ -623,12 +622,12 @@ impl Client {
         request: CtlRequest,
         deadline: Instant,
     ) -> Result<CtlReply, ClientError> {
-        let send = |conn: Rc<Conn>| {
+        let send = |conn: Rc<Conn>, until: Instant| {
             let request = ControllerRequest {
                 id: 0,
                 request: request.clone(),
             };
-            async move { conn.call_controller(request).await }
+            async move { conn.call_controller(request, until).await }
         };
         self.run_with(CONTROLLER_GROUP, deadline, send, judge_ctl)
             .await
