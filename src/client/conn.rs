@@ -452,6 +452,9 @@ mod tests {
         .expect("runtime");
         let (result, stats): (_, ClientStats) = outputs.pop().expect("one core");
         assert_eq!(result.ok(), Some(Err(ClientError::Timeout)), "{stats:?}");
-        assert!(stats.attempts >= 2, "every attempt waited forever: {stats:?}");
+        assert!(
+            stats.attempts >= 2,
+            "every attempt waited forever: {stats:?}"
+        );
     }
 }

@@ -293,7 +293,10 @@ mod tests {
         let sorted: Vec<&[u8]> = sorted.iter().map(MapKey::as_slice).collect();
         assert_eq!(sorted, by_bytes.iter().map(|k| &k[..]).collect::<Vec<_>>());
         for key in &keys {
-            assert_eq!(KvMap::take(&mut map, key), Some(Bytes::from_static(b"three")));
+            assert_eq!(
+                KvMap::take(&mut map, key),
+                Some(Bytes::from_static(b"three"))
+            );
             assert_eq!(KvMap::take(&mut map, key), None);
         }
         assert!(map.is_empty());
