@@ -117,9 +117,14 @@ impl<T: Clone> SessionTable<T> {
     /// Rebuilds the queue from the sessions when stale entries outnumber them (amortized:
     /// a sort of the sessions once every as many touches).
     fn compact_touches(&mut self) {
-        if self.touches.len() <= 2 * self.sessions.len() + 64 {
-            return;
+        if self.touches.len() > 2 * self.sessions.len() + 64 {
+            self.rebuild_touches();
         }
+    }
+
+    /// The queue of touches made from the sessions alone: one entry each, in (last seen,
+    /// client) order.
+    fn rebuild_touches(&mut self) {
         let mut touches: Vec<(u64, ClientId)> = self
             .sessions
             .iter()
@@ -236,13 +241,7 @@ impl<T: Clone> SessionTable<T> {
             };
             table.sessions.insert(client, session);
         }
-        let mut touches: Vec<(u64, ClientId)> = table
-            .sessions
-            .iter()
-            .map(|(&client, s)| (s.last_seen_ms, client))
-            .collect();
-        touches.sort_unstable();
-        table.touches = touches.into();
+        table.rebuild_touches();
         Ok(table)
     }
 }
