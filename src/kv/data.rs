@@ -284,7 +284,7 @@ mod tests {
         let held: usize = keys.iter().map(|k| k.len() + 5).sum();
         assert_eq!(bytes, held);
         // A key that is a prefix of another, or equal but for trailing zeros, is another key.
-        assert!(map.get(&[0u8][..]).is_none());
+        assert!(!map.contains(&[0u8][..]));
         assert!(MapKey::new(b"ab") != MapKey::new(b"ab\0"));
         let mut sorted: Vec<MapKey> = keys.iter().map(|k| MapKey::new(k)).collect();
         sorted.sort();
