@@ -1017,8 +1017,12 @@ impl CoreNode {
             }
             self.batch_messages.extend(persisted_messages);
         }
-        // A soft state change may have answered requests (a leader that stepped down).
+        // A soft state change may have answered requests (a leader that stepped down), or
+        // made a new shard group leader ask for what it pulls.
         replica.service.take_responses(&mut self.out.replies);
+        if let Service::ShardKv(server) = &mut replica.service {
+            self.out.inquiries.extend(server.take_outbound());
+        }
         if snapshot.is_some() || !committed_entries.is_empty() || !read_states.is_empty() {
             self.to_apply.push(ToApply {
                 group,
