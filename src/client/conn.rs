@@ -53,6 +53,15 @@ struct Slot {
 
 type SlotRef = Rc<RefCell<Slot>>;
 
+/// Hands `reply` to the request waiting on `slot` and wakes it.
+fn fill(slot: &SlotRef, reply: Result<Answer, ConnError>) {
+    let mut slot = slot.borrow_mut();
+    slot.reply = Some(reply);
+    if let Some(waker) = slot.waker.take() {
+        waker.wake();
+    }
+}
+
 /// A future for one reply.
 struct ReplyFuture {
     slot: SlotRef,
@@ -116,11 +125,7 @@ impl Shared {
             .map(|(_, p)| p.slot)
             .collect();
         for slot in pending {
-            let mut slot = slot.borrow_mut();
-            slot.reply = Some(Err(ConnError::Closed(why.to_string())));
-            if let Some(waker) = slot.waker.take() {
-                waker.wake();
-            }
+            fill(&slot, Err(ConnError::Closed(why.to_string())));
         }
     }
 }
@@ -327,24 +332,16 @@ async fn reap_expired(shared: Rc<Shared>) {
     loop {
         shardcore_io::sleep(REAP_PERIOD).await;
         let now = Instant::now();
-        let expired: Vec<SlotRef> = {
-            let mut pending = shared.pending.borrow_mut();
-            let ids: Vec<RequestId> = pending
-                .iter()
-                .filter(|(_, p)| p.until <= now)
-                .map(|(&id, _)| id)
-                .collect();
-            ids.iter()
-                .filter_map(|id| pending.remove(id))
-                .map(|p| p.slot)
-                .collect()
-        };
-        for slot in expired {
-            let mut slot = slot.borrow_mut();
-            slot.reply = Some(Err(ConnError::TimedOut));
-            if let Some(waker) = slot.waker.take() {
-                waker.wake();
+        let mut expired: Vec<SlotRef> = Vec::new();
+        shared.pending.borrow_mut().retain(|_, p| {
+            let keep = p.until > now;
+            if !keep {
+                expired.push(p.slot.clone());
             }
+            keep
+        });
+        for slot in expired {
+            fill(&slot, Err(ConnError::TimedOut));
         }
         if shared.pending.borrow().is_empty() {
             shared.reaping.set(false);
@@ -384,25 +381,19 @@ async fn read_replies(mut reader: FrameReader, shared: Rc<Shared>) {
 impl Shared {
     /// Tells the request `id` that it could not be sent, and why.
     fn refuse(&self, id: RequestId, why: &str) {
-        let slot = self.pending.borrow_mut().remove(&id).map(|p| p.slot);
-        if let Some(slot) = slot {
-            let mut slot = slot.borrow_mut();
-            slot.reply = Some(Err(ConnError::Encode(why.to_string())));
-            if let Some(waker) = slot.waker.take() {
-                waker.wake();
-            }
-        }
+        self.finish(id, Err(ConnError::Encode(why.to_string())));
     }
 
     /// Hands `answer` to the request `id` waiting for it (none: it gave up; dropped).
     fn complete(&self, id: RequestId, answer: Answer) {
+        self.finish(id, Ok(answer));
+    }
+
+    /// Hands `reply` to the request `id` if it still waits.
+    fn finish(&self, id: RequestId, reply: Result<Answer, ConnError>) {
         let slot = self.pending.borrow_mut().remove(&id).map(|p| p.slot);
         if let Some(slot) = slot {
-            let mut slot = slot.borrow_mut();
-            slot.reply = Some(Ok(answer));
-            if let Some(waker) = slot.waker.take() {
-                waker.wake();
-            }
+            fill(&slot, reply);
         }
     }
 }
