@@ -14,6 +14,7 @@
 
 use std::fmt;
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 
 use bytes::BytesMut;
@@ -21,8 +22,8 @@ use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use shardcore_protocol::{check, decode, CheckError, Frame, FrameKind, Malformed};
 
 use crate::limits::{CONNECTION_READ_BUFFER_BYTES, CONNECTION_WRITE_QUEUE_BYTES};
-use crate::net::{ReadHalf, TcpStream};
-use crate::outbox::{Outbox, OutboxStats};
+use crate::net::{ReadHalf, TcpStream, WriteHalf};
+use crate::outbox::{IdleWriter, Outbox, OutboxStats};
 use crate::task::spawn;
 
 /// Why a connection's frames cannot be read any more. The caller closes that connection.
@@ -143,8 +144,25 @@ impl FrameWriter {
         queue_bytes: usize,
     ) -> FrameWriter {
         let outbox = Rc::new(Outbox::new(queue_bytes));
-        spawn(write_batches(outbox.clone(), writer)).detach();
+        spawn(write_batches(outbox.clone(), writer, None)).detach();
         FrameWriter { outbox }
+    }
+
+    /// A writer over a connection's write half: like [`FrameWriter::new`], and
+    /// [`FrameWriter::send_now`] can write to the socket directly.
+    pub fn for_socket(writer: WriteHalf) -> FrameWriter {
+        let outbox = Rc::new(Outbox::new(CONNECTION_WRITE_QUEUE_BYTES));
+        let fd = writer.as_raw_fd();
+        spawn(write_batches(outbox.clone(), writer, Some(fd))).detach();
+        FrameWriter { outbox }
+    }
+
+    /// Writes what is queued now, from the caller, when the writer task is idle (one
+    /// nonblocking send; the rest is left to the writer task), instead of in the writer task's
+    /// turn: answers leave before the caller goes on to other work. Only for a writer made by
+    /// [`FrameWriter::for_socket`]; 0 otherwise. Returns the bytes sent.
+    pub fn send_now(&self) -> usize {
+        self.outbox.send_now()
     }
 
     /// Queues a frame, waiting while the queue is full. Fails if the body is over the protocol's
@@ -176,9 +194,14 @@ impl Drop for FrameWriter {
 }
 
 /// The writer task: one write per batch, until the outbox closes or a write fails.
-async fn write_batches<W: AsyncWrite + Unpin>(outbox: Rc<Outbox>, mut writer: W) {
+async fn write_batches<W: AsyncWrite + Unpin>(
+    outbox: Rc<Outbox>,
+    mut writer: W,
+    fd: Option<RawFd>,
+) {
     let mut batch = BytesMut::new();
-    while outbox.wait_for_frames().await {
+    let idle = IdleWriter::new(&outbox, fd);
+    while idle.wait_for_frames().await {
         let frames = outbox.take_batch(&mut batch);
         if let Err(error) = writer.write_all(&batch).await {
             outbox.fail(&error);
@@ -196,6 +219,6 @@ impl TcpStream {
     /// current core).
     pub fn into_framed(self) -> (FrameReader, FrameWriter) {
         let (read, write) = self.into_split();
-        (FrameReader::new(read), FrameWriter::new(write))
+        (FrameReader::new(read), FrameWriter::for_socket(write))
     }
 }

@@ -165,6 +165,14 @@ impl AsyncRead for ReadHalf {
     }
 }
 
+impl std::os::fd::AsRawFd for WriteHalf {
+    /// The connection's socket, for a nonblocking write outside glommio while no write of
+    /// this half is in flight (see the private `outbox` module's `send_now`).
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.stream.borrow().as_raw_fd()
+    }
+}
+
 impl AsyncWrite for WriteHalf {
     fn poll_write(
         self: Pin<&mut Self>,

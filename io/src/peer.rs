@@ -20,6 +20,7 @@
 use std::cell::Cell;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -31,7 +32,7 @@ use crate::limits::{
     PEER_BACKOFF_MAX_MS, PEER_BACKOFF_MIN_MS, PEER_CONNECT_TIMEOUT_MS, PEER_QUEUE_BYTES,
 };
 use crate::net::{ReadHalf, TcpStream, WriteHalf};
-use crate::outbox::{Outbox, OutboxStats};
+use crate::outbox::{IdleWriter, Outbox, OutboxStats};
 use crate::task::spawn;
 use crate::time::sleep;
 
@@ -123,6 +124,14 @@ impl PeerLink {
         self.shared.outbox.try_push(kind, body)
     }
 
+    /// Writes what is queued now, from the caller, when the connection is up and its writer
+    /// task idle (one nonblocking send; the rest is left to the writer task): frames that
+    /// must leave before the caller's next step, such as Appends before the leader's own disk
+    /// write, need not wait for the writer task's turn. Returns the bytes sent.
+    pub fn send_now(&self) -> usize {
+        self.shared.outbox.send_now()
+    }
+
     /// Queues a frame, waiting while the queue is full (which, while the peer is down, can be
     /// until it comes back).
     pub async fn send(&self, kind: FrameKind, body: &[u8]) -> io::Result<()> {
@@ -178,7 +187,7 @@ async fn keep_connected(shared: Rc<LinkShared>, config: PeerLinkConfig) {
         )
         .await;
         shared.connected.set(false);
-        let lost = shared.frames_in_flight.replace(0);
+        let lost = shared.frames_in_flight.replace(0) + shared.outbox.drop_partial();
         shared
             .frames_dropped
             .set(shared.frames_dropped.get() + lost);
@@ -204,7 +213,8 @@ async fn write_until_failure(shared: &LinkShared, mut write: WriteHalf, config: 
         }
         batch.clear();
     }
-    while shared.outbox.wait_for_frames().await {
+    let idle = IdleWriter::new(&shared.outbox, Some(write.as_raw_fd()));
+    while idle.wait_for_frames().await {
         let frames = shared.outbox.take_batch(&mut batch);
         shared.frames_in_flight.set(frames);
         if write.write_all(&batch).await.is_err() {

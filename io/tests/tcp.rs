@@ -326,3 +326,87 @@ fn peer_link_reconnects_after_the_listener_restarts() {
     assert!(stats.connects >= 2, "{stats:?}");
     println!("peer link: {stats:?}");
 }
+
+/// A frame `send_now` puts on the wire in part (the peer does not read, so the socket takes
+/// only some of it) is lost with its connection, never finished on the next one: after the
+/// peer goes away and comes back, the new connection carries the hello and whole frames only.
+#[test]
+fn a_frame_sent_in_part_is_not_continued_on_the_next_connection() {
+    /// Larger than loopback's socket buffers, smaller than the protocol's frame limit.
+    const BIG: usize = 12 << 20;
+    let results = run_cores(1, 4, |_core: shardcore_io::Core<()>| async move {
+        let listener = TcpListener::bind(loopback()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        // The first life accepts and never reads.
+        let held = Rc::new(RefCell::new(Vec::new()));
+        let first_life = {
+            let held = held.clone();
+            spawn(async move {
+                let _listener = &listener;
+                while let Ok(stream) = listener.accept().await {
+                    held.borrow_mut().push(stream);
+                }
+            })
+        };
+        let mut config = PeerLinkConfig::new(addr);
+        config.hello = Some((FrameKind::Hello, Bytes::from_static(b"node 7")));
+        let link = PeerLink::new(config);
+        wait_until("connected", || link.is_connected()).await;
+        link.try_send(FrameKind::PeerRaft, &vec![1u8; BIG]).unwrap();
+        // The writer task may not be idle yet (the hello): retry until a direct send happens.
+        let mut sent = link.send_now();
+        wait_until("a direct send", || {
+            sent = sent.max(link.send_now());
+            sent > 0
+        })
+        .await;
+        assert!(
+            sent < BIG,
+            "the socket took the whole {BIG}-byte frame: {sent}"
+        );
+        drop(first_life);
+        drop(held);
+        wait_until("the link notices", || !link.is_connected()).await;
+
+        let listener = TcpListener::bind(addr).expect("rebinding the same port");
+        let second_life = Rc::new(RefCell::new(Vec::new()));
+        let _server = collect_frames(listener, second_life.clone());
+        let mut attempt = 0u32;
+        let deadline = std::time::Instant::now() + CONDITION_LIMIT;
+        while second_life.borrow().len() < 3 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no frames on the new connection within {CONDITION_LIMIT:?}: {:?}",
+                second_life.borrow()
+            );
+            if link
+                .try_send(FrameKind::PeerRaft, format!("after {attempt}").as_bytes())
+                .is_ok()
+            {
+                link.send_now();
+            }
+            attempt += 1;
+            sleep(Duration::from_millis(5)).await;
+        }
+        let second = second_life.borrow().clone();
+        (second, link.stats(), sent)
+    });
+    let (second, stats, sent) = &results[0];
+    assert_eq!(
+        second[0],
+        Bytes::from_static(b"node 7"),
+        "hello first: {second:?}"
+    );
+    for frame in &second[1..] {
+        assert!(
+            frame.starts_with(b"after "),
+            "a whole frame: {:?}",
+            &frame[..frame.len().min(16)]
+        );
+    }
+    assert!(
+        stats.frames_dropped >= 1,
+        "the cut frame counts as dropped: {stats:?}"
+    );
+    println!("sent {sent} of {BIG} bytes directly; {stats:?}");
+}

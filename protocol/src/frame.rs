@@ -198,7 +198,7 @@ impl FrameHeader {
     }
 
     /// Judges the header's fields, everything but the checksum (which needs the body).
-    fn parse(bytes: &[u8; FRAME_HEADER_BYTES]) -> Result<FrameHeader, Malformed> {
+    pub fn parse(bytes: &[u8; FRAME_HEADER_BYTES]) -> Result<FrameHeader, Malformed> {
         check_magic(bytes)?;
         let version = bytes[VERSION_OFFSET];
         if version != FRAME_VERSION {

@@ -309,7 +309,11 @@ impl Conn {
             let mut encoder = self.encoder.borrow_mut();
             let body = encode(&mut encoder).map_err(|e| ConnError::Encode(e.to_string()))?;
             match self.writer.try_send(kind, body) {
-                Ok(()) => None,
+                Ok(()) => {
+                    // On the wire now if the connection's writer is idle.
+                    self.writer.send_now();
+                    None
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => Some(body.to_vec()),
                 Err(e) => {
                     self.shared.fail_all(&format!("write: {e}"));

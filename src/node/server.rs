@@ -701,14 +701,17 @@ impl CoreState {
         match encoder.raft_batch_body(self.config.node_id, to, messages) {
             // Straight from the encoder's buffer into the link's queue: one copy. A full queue
             // (the peer is down or slow) drops the frame: Raft resends what matters.
-            Ok(body) => {
-                if let Err(e) = link.try_send(FrameKind::PeerRaft, body) {
-                    debug!(
-                        core = self.me,
-                        to, "peer queue full, dropping a Raft frame: {e}"
-                    );
+            // Then onto the wire at once when the link is idle: a leader's Appends leave
+            // before it submits its own write, which the followers' writes do not wait for.
+            Ok(body) => match link.try_send(FrameKind::PeerRaft, body) {
+                Ok(()) => {
+                    link.send_now();
                 }
-            }
+                Err(e) => debug!(
+                    core = self.me,
+                    to, "peer queue full, dropping a Raft frame: {e}"
+                ),
+            },
             Err(crate::wire::EncodeError::TooLarge { .. }) if messages.len() > 1 => {
                 drop(encoder);
                 drop(links);
@@ -843,6 +846,8 @@ impl CoreState {
                     ),
                 }
             }
+            // On the wire now if the connection's writer is idle, not in its task's turn.
+            conn.writer.send_now();
         }
     }
 
