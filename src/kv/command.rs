@@ -283,6 +283,18 @@ impl Command {
         buf.freeze()
     }
 
+    /// The key of an encoded command, without decoding the rest (`None` for one without a
+    /// key, or malformed).
+    pub fn peek_key(data: &[u8]) -> Option<&[u8]> {
+        const KEY_LEN_AT: usize = 1 + 1 + 8 + 8 + 8;
+        let (&version, rest) = data.split_first()?;
+        if version != FORMAT_V1 || rest.first() == Some(&TAG_REGISTER) {
+            return None;
+        }
+        let len = u32::from_le_bytes(*data.get(KEY_LEN_AT..)?.first_chunk::<4>()?) as usize;
+        data.get(KEY_LEN_AT + 4..)?.get(..len)
+    }
+
     /// Decodes an entry written by [`Command::encode`].
     pub fn decode(data: &Bytes) -> Result<Command, DecodeError> {
         let mut buf = data.clone();
@@ -416,7 +428,17 @@ mod tests {
                 stamp_ms: 11,
                 op,
             };
-            assert_eq!(Command::decode(&cmd.encode()), Ok(cmd));
+            let encoded = cmd.encode();
+            // The key found without decoding is the decoded one's (none for a registration),
+            // and no cut of the bytes makes it read past them.
+            let key = (cmd.op != Op::Register).then(|| cmd.op.key().clone());
+            assert_eq!(Command::peek_key(&encoded), key.as_deref(), "{cmd:?}");
+            for cut in 0..encoded.len() {
+                if let Some(found) = Command::peek_key(&encoded[..cut]) {
+                    assert_eq!(Some(found), key.as_deref(), "cut at {cut}");
+                }
+            }
+            assert_eq!(Command::decode(&encoded), Ok(cmd));
         }
     }
 

@@ -105,6 +105,10 @@ pub trait StateMachine: Sized {
         index: Index,
         data: &Bytes,
     ) -> Option<ServiceApplied<Self::Reply, Self::Error>>;
+    /// Reads what applying the entry `data` will touch (the data it changes), without
+    /// changing anything: called for a run of committed entries before they are applied, so
+    /// the cache misses of different entries overlap instead of each stalling its own apply.
+    fn warm(&self, _data: &Bytes) {}
     /// The reply already given to `(client, seq)` when that is the session's latest, so a
     /// retry is answered without a new entry.
     fn cached_reply(&self, client: ClientId, seq: u64) -> Option<Result<Self::Reply, Self::Error>>;
