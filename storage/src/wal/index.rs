@@ -285,12 +285,12 @@ impl Index {
     /// Applies one checked record of `group`, found at `record_offset` of `segment`. The
     /// caller checked it against the group's [`Shape`] first.
     pub fn apply(&mut self, group: u64, record: &Decoded<'_>, segment: u64, record_offset: u32) {
-        let state = self.groups.entry(group).or_default();
-        let mut dropped = Vec::new();
+        let Index { groups, cache } = self;
+        let state = groups.entry(group).or_default();
         match record {
             Decoded::Entries(entries) => {
                 let first = entries[0].index;
-                drop_from(state, first, &mut dropped);
+                drop_from(state, first, cache);
                 if state.slots.is_empty() {
                     state.first_slot = first;
                 }
@@ -299,14 +299,14 @@ impl Index {
                 }
             }
             Decoded::HardState(hard_state) => state.hard_state = Some(*hard_state),
-            Decoded::Compact { index, term } => compact(state, *index, *term, &mut dropped),
-            Decoded::Truncate { from_index } => drop_from(state, *from_index, &mut dropped),
+            Decoded::Compact { index, term } => compact(state, *index, *term, cache),
+            Decoded::Truncate { from_index } => drop_from(state, *from_index, cache),
             Decoded::GroupState(checkpoint) => {
                 if let Some(hard_state) = checkpoint.hard_state {
                     state.hard_state = Some(hard_state);
                 }
                 if let Some((index, term)) = checkpoint.compacted {
-                    compact(state, index, term, &mut dropped);
+                    compact(state, index, term, cache);
                 }
                 if let Some((first, last)) = checkpoint.range {
                     if state.slots.is_empty() && state.missing.is_none() {
@@ -314,12 +314,6 @@ impl Index {
                         state.first_slot = last + 1;
                     }
                 }
-            }
-        }
-        for slot in dropped {
-            if let Some((_, data)) = slot.cached {
-                self.cache.cached_bytes -= data.len();
-                self.cache.cached_entries -= 1;
             }
         }
     }
@@ -381,11 +375,26 @@ impl Index {
     }
 }
 
-fn drop_from(state: &mut GroupIndex, from: u64, dropped: &mut Vec<Slot>) {
+impl Cache {
+    /// `slot` left the index: its cached data no longer counts.
+    fn forget(&mut self, slot: &Slot) {
+        if let Some((_, data)) = &slot.cached {
+            self.cached_bytes -= data.len();
+            self.cached_entries -= 1;
+        }
+    }
+}
+
+// Both drop slots in place, each forgotten by the cache as it goes: a compaction drops a
+// snapshot's worth of slots at once (hundreds of thousands), and collecting them first grew a
+// vector of that size (page faults and copies) on every node at the same moment.
+fn drop_from(state: &mut GroupIndex, from: u64, cache: &mut Cache) {
     let keep = from.saturating_sub(state.first_slot);
     let keep = usize::try_from(keep).unwrap_or(usize::MAX);
     if keep < state.slots.len() {
-        dropped.extend(state.slots.drain(keep..));
+        for slot in state.slots.drain(keep..) {
+            cache.forget(&slot);
+        }
     }
     state.missing = match state.missing {
         Some((first, _)) if from <= first => None,
@@ -394,11 +403,18 @@ fn drop_from(state: &mut GroupIndex, from: u64, dropped: &mut Vec<Slot>) {
     };
 }
 
-fn compact(state: &mut GroupIndex, index: u64, term: u64, dropped: &mut Vec<Slot>) {
-    while state.slots.front().is_some() && state.first_slot <= index {
-        dropped.extend(state.slots.pop_front());
-        state.first_slot += 1;
+fn compact(state: &mut GroupIndex, index: u64, term: u64, cache: &mut Cache) {
+    // The slots at indexes up to `index`: from `first_slot`, as many as there are.
+    let through = index.saturating_sub(state.first_slot).saturating_add(1);
+    let count = if state.first_slot <= index {
+        usize::try_from(through).map_or(state.slots.len(), |n| n.min(state.slots.len()))
+    } else {
+        0
+    };
+    for slot in state.slots.drain(..count) {
+        cache.forget(&slot);
     }
+    state.first_slot += count as u64;
     state.missing = match state.missing {
         Some((_, last)) if last <= index => None,
         Some((first, last)) if first <= index => Some((index + 1, last)),
