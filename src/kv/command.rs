@@ -257,7 +257,18 @@ impl Command {
     /// The entry bytes: version, tag, client, seq, stamp, then the operation's fields, each
     /// byte string prefixed by its u32 length (little-endian throughout).
     pub fn encode(&self) -> Bytes {
-        let mut buf = BytesMut::with_capacity(64 + self.op.key().len());
+        // Sized exactly: the buffer is never grown (a put's value used to be left out, so
+        // every put's entry was allocated twice and copied once).
+        let field = |bytes: &[u8]| 4 + bytes.len();
+        let op_bytes = match &self.op {
+            Op::Put { key, value } | Op::Append { key, value } => field(key) + field(value),
+            Op::CompareAndSwap { key, expected, new } => {
+                field(key) + 1 + expected.as_deref().map_or(0, field) + field(new)
+            }
+            Op::Delete { key } | Op::Get { key } => field(key),
+            Op::Register => field(&[]),
+        };
+        let mut buf = BytesMut::with_capacity(1 + 1 + 8 + 8 + 8 + op_bytes);
         buf.put_u8(FORMAT_V1);
         let tag = match &self.op {
             Op::Put { .. } => TAG_PUT,
@@ -438,6 +449,17 @@ mod tests {
                     assert_eq!(Some(found), key.as_deref(), "cut at {cut}");
                 }
             }
+            assert_eq!(
+                encoded.len(),
+                26 + cmd.op.key().len()
+                    + match &cmd.op {
+                        Op::Put { value, .. } | Op::Append { value, .. } => 8 + value.len(),
+                        Op::CompareAndSwap { expected, new, .. } => {
+                            4 + 1 + expected.as_ref().map_or(0, |e| 4 + e.len()) + 4 + new.len()
+                        }
+                        _ => 4,
+                    }
+            );
             assert_eq!(Command::decode(&encoded), Ok(cmd));
         }
     }

@@ -199,13 +199,19 @@ impl ShardCommand {
     /// The entry bytes: version, tag, then the kind's fields (a client write is the KV
     /// service's own command encoding, length-prefixed).
     pub fn encode(&self) -> Bytes {
+        if let ShardCommand::Client(command) = self {
+            // Sized for the client's write, which would outgrow a default-sized buffer.
+            let inner = command.encode();
+            let mut buf = BytesMut::with_capacity(2 + inner.len());
+            buf.put_u8(FORMAT_V1);
+            buf.put_u8(TAG_CLIENT);
+            buf.put_slice(&inner);
+            return buf.freeze();
+        }
         let mut buf = BytesMut::with_capacity(64);
         buf.put_u8(FORMAT_V1);
         match self {
-            ShardCommand::Client(command) => {
-                buf.put_u8(TAG_CLIENT);
-                buf.put_slice(&command.encode());
-            }
+            ShardCommand::Client(_) => unreachable!("encoded above"),
             ShardCommand::Config(config) => {
                 buf.put_u8(TAG_CONFIG);
                 put_config(&mut buf, config);
