@@ -19,7 +19,8 @@
 #        SHARDCORE=path to a built binary, PREFERRED_LEADER (the node that leads every group
 #        once up and caught up, as `cluster local` sets; default 1, 0: none; node 1's crashes
 #        then move leadership away and its restarts hand it back).
-# Exit:  0 when no acknowledged write was lost and every history is linearizable; 1 otherwise.
+# Exit:  0 when every iteration completed operations, no acknowledged write was lost and every
+#        history is linearizable; 1 otherwise.
 set -euo pipefail
 
 sharded=0
@@ -38,7 +39,11 @@ groups=4
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 if [ -z "${SHARDCORE:-}" ]; then
     cargo build --release --quiet --bin shardcore
-    SHARDCORE="$PWD/target/release/shardcore"
+    # Where cargo just built it: CARGO_TARGET_DIR (relative to here) when set. Running
+    # ./target's binary instead ran a stale build whose servers refused their arguments.
+    target="${CARGO_TARGET_DIR:-target}"
+    case "$target" in /*) ;; *) target="$PWD/$target" ;; esac
+    SHARDCORE="$target/release/shardcore"
 fi
 
 dir="$(mktemp -d -t shardcore-crash-XXXXXX)"
@@ -177,6 +182,12 @@ for it in $(seq 1 "$iterations"); do
     verdict="ok"
     if [ "$status" -ne 0 ] || [ -z "$result" ]; then
         verdict="FAILED (see $dir/workload-$it.out)"
+        failed=$((failed + 1))
+        KEEP=1
+    elif [ "${ops:-0}" -eq 0 ]; then
+        # Every iteration has at least half a second before its first kill: no operation at
+        # all means the cluster never served (a node that did not start: see its log).
+        verdict="FAILED (no operation completed; see $dir/node-*.log)"
         failed=$((failed + 1))
         KEEP=1
     fi
