@@ -42,3 +42,15 @@ pub fn spawn<T: 'static>(future: impl Future<Output = T> + 'static) -> Task<T> {
 pub async fn yield_now() {
     futures_lite::future::yield_now().await;
 }
+
+/// Lets another thread that is runnable on this CPU run first (`sched_yield`), then
+/// continues; returns at once when none is. For work that can wait behind another process's
+/// latency-critical step on a shared CPU (a follower about to apply while the other follower
+/// on its CPU has an acknowledgement to send). Not an executor yield: no other task of this
+/// core runs meanwhile.
+pub fn yield_cpu() {
+    // SAFETY: sched_yield has no preconditions and touches no memory of ours.
+    unsafe {
+        libc::sched_yield();
+    }
+}
