@@ -294,8 +294,9 @@ impl Command {
         buf.freeze()
     }
 
-    /// The key of an encoded command, without decoding the rest (`None` for one without a
-    /// key, or malformed).
+    /// The key of an encoded command, without decoding the rest: `None` for a registration
+    /// or bytes too short to hold a key. Nothing else is checked (a hint for warming the
+    /// table; `decode` judges the entry).
     pub fn peek_key(data: &[u8]) -> Option<&[u8]> {
         const KEY_LEN_AT: usize = 1 + 1 + 8 + 8 + 8;
         let (&version, rest) = data.split_first()?;
