@@ -3,7 +3,8 @@
 //!
 //! Shared by [`crate::framed::FrameWriter`] (one connection) and [`crate::peer::PeerLink`] (one
 //! peer node across reconnects). Senders append encoded frames; the one writer task swaps the
-//! whole buffer out ([`Outbox::take_batch`]) and writes it. The outbox is bounded in bytes: a
+//! whole buffer out ([`Outbox::take_batch`]) and writes it, or, while that task is idle, a
+//! sender writes what is queued itself ([`Outbox::send_now`]: one nonblocking send). The outbox is bounded in bytes: a
 //! sender waits (or `try_push` refuses) while the queued bytes would pass the bound, except
 //! that one frame larger than the bound is accepted into an empty outbox, so that no frame the
 //! protocol allows is unsendable.

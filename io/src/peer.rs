@@ -8,6 +8,10 @@
 //! fails, the task waits and reconnects, the wait doubling from [`PEER_BACKOFF_MIN_MS`] to
 //! [`PEER_BACKOFF_MAX_MS`].
 //!
+//! [`PeerLink::send_now`] writes what is queued from the caller while the task is idle, so a
+//! frame need not wait for the task's turn; a frame it sends in part is finished by the task
+//! on the same connection, or dropped with it.
+//!
 //! Delivery is at most once: the batch being written when a connection fails is dropped (its
 //! frames are counted in [`PeerLinkStats::frames_dropped`]), because there is no telling how much
 //! of it arrived, and a new connection must start on a frame boundary. Raft retransmits what a

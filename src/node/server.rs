@@ -706,8 +706,9 @@ impl CoreState {
         match encoder.raft_batch_body(self.config.node_id, to, messages) {
             // Straight from the encoder's buffer into the link's queue: one copy. A full queue
             // (the peer is down or slow) drops the frame: Raft resends what matters.
-            // Then onto the wire at once when the link is idle: a leader's Appends leave
-            // before it submits its own write, which the followers' writes do not wait for.
+            // Then onto the wire at once when the link is idle, not in its task's turn: a
+            // leader's Appends leave before it submits its own write (the followers' writes
+            // are the round's critical path; the leader's submission kicks the disk).
             Ok(body) => match link.try_send(FrameKind::PeerRaft, body) {
                 Ok(()) => {
                     link.send_now();
