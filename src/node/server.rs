@@ -829,15 +829,15 @@ impl CoreState {
                 None => continue,
             };
             let replies = std::mem::take(&mut *conn.replies.borrow_mut());
-            for chunk in replies.chunks(shardcore_protocol::limits::MAX_REQUESTS_PER_FRAME) {
-                let mut encoder = self.encoder.borrow_mut();
-                match encoder.replies_body(chunk) {
-                    Ok(body) => {
-                        self.send_reply_frame(&conn, conn_id, FrameKind::ClientResponse, body)
-                    }
-                    Err(e) => warn!(core = self.me, conn = conn_id, "cannot encode replies: {e}"),
-                }
+            // As many frames as the limit needs: large values split a turn's replies by size.
+            let mut encoder = self.encoder.borrow_mut();
+            let mut emit = |body: &[u8]| {
+                self.send_reply_frame(&conn, conn_id, FrameKind::ClientResponse, body)
+            };
+            if let Err(e) = encoder.replies_bodies(&replies, &mut emit) {
+                warn!(core = self.me, conn = conn_id, "cannot encode a reply: {e}");
             }
+            drop(encoder);
             let ctl_replies = std::mem::take(&mut *conn.ctl_replies.borrow_mut());
             for reply in &ctl_replies {
                 let mut encoder = self.encoder.borrow_mut();

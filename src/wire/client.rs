@@ -167,6 +167,47 @@ impl Encoder {
         self.finished_body()
     }
 
+    /// Encodes `replies` into as many frame bodies as the frame limit needs, in order, handing
+    /// each to `emit`: up to [`MAX_REQUESTS_PER_FRAME`] a body, and a batch whose values
+    /// together pass the limit is halved until each half fits (one reply always fits: a value
+    /// is at most `MAX_VALUE_BYTES`). Returns the error of a single reply that cannot be
+    /// encoded, after emitting the others.
+    ///
+    /// [`MAX_REQUESTS_PER_FRAME`]: shardcore_protocol::limits::MAX_REQUESTS_PER_FRAME
+    pub fn replies_bodies(
+        &mut self,
+        replies: &[ClientReply],
+        emit: &mut impl FnMut(&[u8]),
+    ) -> Result<(), EncodeError> {
+        let mut result = Ok(());
+        for chunk in replies.chunks(shardcore_protocol::limits::MAX_REQUESTS_PER_FRAME) {
+            if let Err(e) = self.replies_split(chunk, emit) {
+                result = Err(e);
+            }
+        }
+        result
+    }
+
+    fn replies_split(
+        &mut self,
+        replies: &[ClientReply],
+        emit: &mut impl FnMut(&[u8]),
+    ) -> Result<(), EncodeError> {
+        match self.replies_body(replies) {
+            Ok(body) => {
+                emit(body);
+                Ok(())
+            }
+            Err(EncodeError::TooLarge { .. }) if replies.len() > 1 => {
+                let (first, second) = replies.split_at(replies.len() / 2);
+                let first = self.replies_split(first, emit);
+                let second = self.replies_split(second, emit);
+                first.and(second)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// The operation union of one request.
     fn op(&mut self, request: &Request) -> (fb::Op, WIPOffset<UnionWIPOffset>) {
         let builder = &mut self.builder;

@@ -442,6 +442,43 @@ fn client_replies_round_trip() {
     }
 }
 
+/// A turn's replies whose values together pass the frame limit go out in several frames, each
+/// within the limit, and decode back to all of them in order (they were dropped whole before).
+#[test]
+fn replies_past_the_frame_limit_are_split_by_size() {
+    let value = Bytes::from(vec![7u8; crate::kv::command::MAX_VALUE_BYTES]);
+    let count = 2 * MAX_FRAME_BYTES as usize / value.len() + 3;
+    let replies: Vec<ClientReply> = (0..count as u64)
+        .map(|id| ClientReply {
+            id,
+            result: Ok(Reply::Value(Some(value.slice(..value.len() - id as usize)))),
+            consistency: Consistency::Linearizable,
+        })
+        .collect();
+    let mut encoder = Encoder::new();
+    assert!(matches!(
+        encoder.replies_body(&replies),
+        Err(EncodeError::TooLarge { .. })
+    ));
+    let mut bodies = Vec::new();
+    encoder
+        .replies_bodies(&replies, &mut |body| {
+            bodies.push(Bytes::copy_from_slice(body))
+        })
+        .expect("every reply fits a frame of its own");
+    assert!(bodies.len() >= 3, "{} frames", bodies.len());
+    let mut decoded = Vec::new();
+    for body in &bodies {
+        assert!(
+            body.len() <= MAX_FRAME_BYTES as usize,
+            "{} bytes",
+            body.len()
+        );
+        decode_replies(body, &mut decoded).expect("decodes");
+    }
+    assert_eq!(decoded, replies);
+}
+
 /// A KV response becomes the reply to its request id unchanged.
 #[test]
 fn reply_from_response_keeps_the_result() {
