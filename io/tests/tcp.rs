@@ -266,6 +266,26 @@ fn collect_frames(listener: TcpListener, into: Rc<RefCell<Vec<Bytes>>>) -> shard
     })
 }
 
+/// Sends frames `after 0`, `after 1`, ... on `link` (each put on the wire with `send_now` when
+/// the link is idle) until `arrived` holds `count` frames, or panics after [`CONDITION_LIMIT`].
+/// Frames sent while the link reconnects may be lost with a failed write (at most once), so
+/// it keeps sending, paced by [`wait_until`]'s polling, until enough have arrived.
+async fn send_until_arrived(link: &PeerLink, arrived: &RefCell<Vec<Bytes>>, count: usize) {
+    let mut attempt = 0u32;
+    wait_until("frames on the new connection", || {
+        if arrived.borrow().len() >= count {
+            return true;
+        }
+        let frame = format!("after {attempt}");
+        attempt += 1;
+        if link.try_send(FrameKind::PeerRaft, frame.as_bytes()).is_ok() {
+            link.send_now();
+        }
+        false
+    })
+    .await;
+}
+
 /// A peer link delivers (hello first), notices when the listener goes away with its connection,
 /// and once a listener is back on the same port reconnects by itself, says hello again, and
 /// delivers what is sent after.
@@ -300,19 +320,7 @@ fn peer_link_reconnects_after_the_listener_restarts() {
         let listener = TcpListener::bind(addr).expect("rebinding the same port");
         let second_life = Rc::new(RefCell::new(Vec::new()));
         let _server = collect_frames(listener, second_life.clone());
-        // Frames sent while reconnecting may be lost with a failed write (at most once), so keep
-        // sending until one arrives.
-        let mut attempt = 0u32;
-        let deadline = std::time::Instant::now() + CONDITION_LIMIT;
-        while second_life.borrow().len() < 2 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the link did not reconnect within {CONDITION_LIMIT:?}"
-            );
-            let _ = link.try_send(FrameKind::PeerRaft, format!("after {attempt}").as_bytes());
-            attempt += 1;
-            sleep(Duration::from_millis(5)).await;
-        }
+        send_until_arrived(&link, &second_life, 2).await;
         let second = second_life.borrow().clone();
         (second, link.stats())
     });
@@ -342,7 +350,6 @@ fn a_frame_sent_in_part_is_not_continued_on_the_next_connection() {
         let first_life = {
             let held = held.clone();
             spawn(async move {
-                let _listener = &listener;
                 while let Ok(stream) = listener.accept().await {
                     held.borrow_mut().push(stream);
                 }
@@ -371,23 +378,7 @@ fn a_frame_sent_in_part_is_not_continued_on_the_next_connection() {
         let listener = TcpListener::bind(addr).expect("rebinding the same port");
         let second_life = Rc::new(RefCell::new(Vec::new()));
         let _server = collect_frames(listener, second_life.clone());
-        let mut attempt = 0u32;
-        let deadline = std::time::Instant::now() + CONDITION_LIMIT;
-        while second_life.borrow().len() < 3 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no frames on the new connection within {CONDITION_LIMIT:?}: {:?}",
-                second_life.borrow()
-            );
-            if link
-                .try_send(FrameKind::PeerRaft, format!("after {attempt}").as_bytes())
-                .is_ok()
-            {
-                link.send_now();
-            }
-            attempt += 1;
-            sleep(Duration::from_millis(5)).await;
-        }
+        send_until_arrived(&link, &second_life, 3).await;
         let second = second_life.borrow().clone();
         (second, link.stats(), sent)
     });
