@@ -143,17 +143,24 @@ impl FrameWriter {
         writer: W,
         queue_bytes: usize,
     ) -> FrameWriter {
-        let outbox = Rc::new(Outbox::new(queue_bytes));
-        spawn(write_batches(outbox.clone(), writer, None)).detach();
-        FrameWriter { outbox }
+        FrameWriter::start(writer, queue_bytes, None)
     }
 
     /// A writer over a connection's write half: like [`FrameWriter::new`], and
     /// [`FrameWriter::send_now`] can write to the socket directly.
     pub fn for_socket(writer: WriteHalf) -> FrameWriter {
-        let outbox = Rc::new(Outbox::new(CONNECTION_WRITE_QUEUE_BYTES));
         let fd = writer.as_raw_fd();
-        spawn(write_batches(outbox.clone(), writer, Some(fd))).detach();
+        FrameWriter::start(writer, CONNECTION_WRITE_QUEUE_BYTES, Some(fd))
+    }
+
+    /// Spawns the writer task over `writer`; `fd` is its socket when `send_now` may use it.
+    fn start<W: AsyncWrite + Unpin + 'static>(
+        writer: W,
+        queue_bytes: usize,
+        fd: Option<RawFd>,
+    ) -> FrameWriter {
+        let outbox = Rc::new(Outbox::new(queue_bytes));
+        spawn(write_batches(outbox.clone(), writer, fd)).detach();
         FrameWriter { outbox }
     }
 
