@@ -247,6 +247,8 @@ impl std::fmt::Display for DecodeError {
 impl std::error::Error for DecodeError {}
 
 const FORMAT_V1: u8 = 1;
+/// An entry's fixed fields before the key: version, tag, client, seq, stamp.
+const FIXED_BYTES: usize = 1 + 1 + 8 + 8 + 8;
 const TAG_PUT: u8 = 1;
 const TAG_APPEND: u8 = 2;
 const TAG_DELETE: u8 = 3;
@@ -268,7 +270,7 @@ impl Command {
             Op::Delete { key } | Op::Get { key } => field(key),
             Op::Register => field(&[]),
         };
-        let mut buf = BytesMut::with_capacity(1 + 1 + 8 + 8 + 8 + op_bytes);
+        let mut buf = BytesMut::with_capacity(FIXED_BYTES + op_bytes);
         buf.put_u8(FORMAT_V1);
         let tag = match &self.op {
             Op::Put { .. } => TAG_PUT,
@@ -298,13 +300,12 @@ impl Command {
     /// or bytes too short to hold a key. Nothing else is checked (a hint for warming the
     /// table; `decode` judges the entry).
     pub fn peek_key(data: &[u8]) -> Option<&[u8]> {
-        const KEY_LEN_AT: usize = 1 + 1 + 8 + 8 + 8;
         let (&version, rest) = data.split_first()?;
         if version != FORMAT_V1 || rest.first() == Some(&TAG_REGISTER) {
             return None;
         }
-        let len = u32::from_le_bytes(*data.get(KEY_LEN_AT..)?.first_chunk::<4>()?) as usize;
-        data.get(KEY_LEN_AT + 4..)?.get(..len)
+        let len = u32::from_le_bytes(*data.get(FIXED_BYTES..)?.first_chunk::<4>()?) as usize;
+        data.get(FIXED_BYTES + 4..)?.get(..len)
     }
 
     /// Decodes an entry written by [`Command::encode`].
@@ -452,7 +453,8 @@ mod tests {
             }
             assert_eq!(
                 encoded.len(),
-                26 + cmd.op.key().len()
+                FIXED_BYTES
+                    + cmd.op.key().len()
                     + match &cmd.op {
                         Op::Put { value, .. } | Op::Append { value, .. } => 8 + value.len(),
                         Op::CompareAndSwap { expected, new, .. } => {
