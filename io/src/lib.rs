@@ -98,5 +98,5 @@ pub use signal::{
     install_shutdown_handler, request_shutdown, shutdown_reason, shutdown_requested,
     shutdown_signal, ShutdownReason,
 };
-pub use task::{spawn, yield_cpu, yield_now, Task};
+pub use task::{spawn, spawn_queued, yield_cpu, yield_now, Task};
 pub use time::{sleep, sleep_until, timeout, Elapsed, Ticker};

@@ -33,9 +33,22 @@ impl<T> Future for Task<T> {
     }
 }
 
-/// Starts `future` as a task on the current core, after the running task yields.
+/// Starts `future` as a task on the current core. It runs **at once**, inside this call, up to
+/// its first pending await (glommio runs a new task right away); the caller continues after
+/// that. For work that should see what the running task and the tasks already woken will
+/// still do in this turn, use [`spawn_queued`].
 pub fn spawn<T: 'static>(future: impl Future<Output = T> + 'static) -> Task<T> {
     Task(glommio::spawn_local(future))
+}
+
+/// Starts `future` as a task behind the core's ready tasks: it first runs after the running
+/// task yields and every task already queued has had its turn. The batching pattern: the
+/// first of many callers in a turn spawns one task that then sends what all of them queued.
+pub fn spawn_queued<T: 'static>(future: impl Future<Output = T> + 'static) -> Task<T> {
+    let queue = glommio::executor().current_task_queue();
+    // Spawning into a queue (even the running one) schedules the task rather than running it;
+    // the queue exists, since a task of it is running this.
+    Task(glommio::spawn_local_into(future, queue).expect("the running task's queue exists"))
 }
 
 /// Lets every other ready task on this core run once before this one continues.
