@@ -560,10 +560,11 @@ impl CoreState {
         }
     }
 
-    /// Applies what the groups committed in a task of its own, spawned behind the tasks the
-    /// pump woke: the turn's Appends are on the wire (sent in the pump, or by the peer links'
-    /// writers, woken before this task) and its write submitted before the state machines
-    /// apply anything. Its replies go out with the pump that follows.
+    /// Applies what the groups committed in a task of its own, called at the end of the pump:
+    /// the turn's Appends are on the wire (sent in the pump, `send_now`) and its write
+    /// submitted before the state machines apply anything. Its replies go out with the pump
+    /// that follows. (`spawn` runs the task at once; queued behind the tasks the pump woke
+    /// instead, 3 alternating pairs of 64-client puts measured 75,497 against 77,396 puts/s.)
     fn schedule_apply(self: &Rc<Self>) {
         if self.apply_scheduled.replace(true) {
             return;
