@@ -5,7 +5,9 @@
 //! time: an operation that returned before another was called comes first, and (2) is a legal
 //! sequential run of the object ([`Model`]), every operation producing the output the client
 //! recorded. Operations whose outcome the client never learned (`ok: null` in a history file)
-//! may take effect at any time after their call, or not at all.
+//! may take effect at any time after their call, or not at all. An append among them that no
+//! read shows, on a key with no compare-and-set, is left out before the search: it can always
+//! take effect last, where nothing sees it ([`KvOp::drop_unseen_appends`]).
 //!
 //! # Layout
 //! - [`model`]: the [`Model`] trait (initial state, step, partition) and [`Timed`] operations.
@@ -255,7 +257,8 @@ pub struct Report<K = Bytes> {
     /// Operations in the history given.
     pub ops: usize,
     /// Of those, operations the checker ignored (a `get` without an answer, a write the server
-    /// said did not happen).
+    /// said did not happen, an append of unknown outcome that no read shows on a key without
+    /// compare-and-set: see [`KvOp::drop_unseen_appends`]).
     pub ignored: usize,
     /// Partitions (keys) in the history.
     pub partitions: usize,
@@ -387,6 +390,7 @@ pub fn check_history_with(history: &[HistoryOp], options: &CheckOptions) -> Repo
             origin.push(index);
         }
     }
+    KvOp::drop_unseen_appends(&mut ops, &mut origin);
     KvOp::enable_lazy_appends(&mut ops);
     let mut report = check(&KvModel, &ops, options);
     report.ops = history.len();
