@@ -53,7 +53,15 @@ pub struct RuntimeConfig {
     /// core or thread (the wakeup of a sleeping core is most of it) at the cost of CPU; `cargo
     /// bench -p shardcore-io` shows both.
     pub idle_spin: Duration,
+    /// How long a task queue may run before the executor's preemption timer asks it to yield
+    /// (glommio's `preempt_timer`; nonzero). The default, 100 ms, is glommio's. Shorter makes
+    /// the timer fire often: the runtime's tests use that to exercise a timer that fires
+    /// between the executor's poll and its look at its task queues.
+    pub preempt_timer: Duration,
 }
+
+/// glommio's own default preemption timer ([`RuntimeConfig::preempt_timer`]).
+pub const DEFAULT_PREEMPT_TIMER: Duration = Duration::from_millis(100);
 
 impl Default for RuntimeConfig {
     /// Every CPU, pinned, named `shardcore`, with [`MESH_QUEUE_CAPACITY`], no idle spin.
@@ -64,6 +72,7 @@ impl Default for RuntimeConfig {
             name: "shardcore".to_string(),
             mesh_capacity: MESH_QUEUE_CAPACITY,
             idle_spin: Duration::ZERO,
+            preempt_timer: DEFAULT_PREEMPT_TIMER,
         }
     }
 }
@@ -96,14 +105,17 @@ where
         let (go_tx, go_rx) = mpsc::channel();
         let (mesh, ready_tx, f) = (mesh.clone(), ready_tx.clone(), f.clone());
         let name = format!("{}-{index}", cfg.name);
-        let idle_spin = cfg.idle_spin;
+        let tuning = Tuning {
+            idle_spin: cfg.idle_spin,
+            preempt_timer: cfg.preempt_timer,
+        };
         let start = StartLine {
             ready: ready_tx,
             go: go_rx,
         };
         let spawned = thread::Builder::new()
             .name(name.clone())
-            .spawn(move || core_thread(core, cpu, &name, idle_spin, mesh, start, f));
+            .spawn(move || core_thread(core, cpu, &name, tuning, mesh, start, f));
         match spawned {
             Ok(handle) => threads.push((handle, go_tx)),
             Err(error) => {
@@ -156,7 +168,7 @@ fn core_thread<M, T, F, Fut>(
     id: CoreId,
     cpu: Option<usize>,
     name: &str,
-    idle_spin: Duration,
+    tuning: Tuning,
     mesh: Arc<Mesh<M>>,
     start: StartLine,
     f: F,
@@ -168,7 +180,7 @@ where
 {
     // A panic while making the executor is reported like an error, so that the runtime, which
     // waits for every core's report, is not left waiting.
-    let executor = std::panic::catch_unwind(|| make_executor(cpu, name, idle_spin))
+    let executor = std::panic::catch_unwind(|| make_executor(cpu, name, tuning))
         .unwrap_or_else(|payload| Err(panic_message(payload.as_ref())));
     let made = executor.as_ref().map(|_| ()).map_err(Clone::clone);
     // The runtime is waiting for this report; if it is gone, so is the run.
@@ -186,15 +198,18 @@ where
     CoreOutcome::Finished(output)
 }
 
-fn make_executor(
-    cpu: Option<usize>,
-    name: &str,
+/// The executor settings a core thread takes from [`RuntimeConfig`].
+#[derive(Clone, Copy)]
+struct Tuning {
     idle_spin: Duration,
-) -> Result<LocalExecutor, String> {
+    preempt_timer: Duration,
+}
+
+fn make_executor(cpu: Option<usize>, name: &str, tuning: Tuning) -> Result<LocalExecutor, String> {
     let placement = cpu.map_or(Placement::Unbound, Placement::Fixed);
-    let mut builder = LocalExecutorBuilder::new(placement);
-    if !idle_spin.is_zero() {
-        builder = builder.spin_before_park(idle_spin);
+    let mut builder = LocalExecutorBuilder::new(placement).preempt_timer(tuning.preempt_timer);
+    if !tuning.idle_spin.is_zero() {
+        builder = builder.spin_before_park(tuning.idle_spin);
     }
     builder
         .name(name)
@@ -268,6 +283,8 @@ fn validate(cfg: &RuntimeConfig, cpu_count: usize) -> Result<usize, IoError> {
             "mesh capacity {} is outside 1 to {MAX_MESH_QUEUE_CAPACITY}",
             cfg.mesh_capacity
         )
+    } else if cfg.preempt_timer.is_zero() {
+        "a preemption timer of zero".to_string()
     } else if cfg.idle_spin > Duration::from_micros(MAX_IDLE_SPIN_US) {
         format!(
             "idle spin of {:?} is over the limit of {MAX_IDLE_SPIN_US} us",

@@ -21,13 +21,28 @@ where
     F: Fn(Core<M>) -> Fut + Send + Clone + 'static,
     Fut: Future<Output = T> + 'static,
 {
-    let cfg = RuntimeConfig {
+    run_config(test_config(cores, mesh_capacity), f)
+}
+
+/// The tests' runtime: `cores` unpinned cores with mesh queues of `mesh_capacity`.
+pub fn test_config(cores: usize, mesh_capacity: usize) -> RuntimeConfig {
+    RuntimeConfig {
         cores,
         pinning: Pinning::Unpinned,
         name: "io-test".to_string(),
         mesh_capacity,
         ..RuntimeConfig::default()
-    };
+    }
+}
+
+/// As [`run_cores`], with the runtime `cfg`.
+pub fn run_config<M, T, F, Fut>(cfg: RuntimeConfig, f: F) -> Vec<T>
+where
+    M: Send + 'static,
+    T: Send + 'static,
+    F: Fn(Core<M>) -> Fut + Send + Clone + 'static,
+    Fut: Future<Output = T> + 'static,
+{
     run(cfg, move |core| {
         let f = f.clone();
         async move {
